@@ -1,0 +1,1 @@
+"""pixcache: a caching reverse proxy for images."""

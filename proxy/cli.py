@@ -1,0 +1,99 @@
+"""The `pixcache` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from proxy.app import run
+from proxy.config import SETTINGS, Config, ConfigError, build_config
+from proxy.logs import configure_logging
+from storage.store import Store
+
+SAMPLES = Path(__file__).parent / "samples"
+
+HELP = {
+    "origin": "where misses are fetched: http(s)://host[:port][/prefix] or file://DIR",
+    "listen": "HOST:PORT to serve on (default 127.0.0.1:8080)",
+    "cache_dir": "directory of the disk cache",
+    "connect_timeout": "seconds for the TCP connect to the origin (default 5)",
+    "tls_timeout": "seconds for the TLS handshake with the origin (default 5)",
+    "header_timeout": "seconds from sending the request to the response headers (default 30)",
+    "read_timeout": "longest gap in seconds between two body chunks (default 30)",
+    "total_timeout": "seconds for a whole origin fetch, body included (default 300)",
+    "origin_ca_file": "PEM file of CA certificates trusted for an https origin",
+    "log_format": "auto (JSON unless stdout is a TTY), json or console",
+    "log_level": "debug, info, warning or error",
+}
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML file with any of the settings below")
+    for name in SETTINGS:
+        env = "PIXCACHE_" + name.upper()
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{HELP[name]} [{env}]")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="pixcache", description="A caching reverse proxy for images."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the caching proxy")
+    _add_settings(serve)
+    demo = commands.add_parser(
+        "demo", help="serve the bundled sample images through a cache in a temp directory"
+    )
+    demo.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on")
+    return root
+
+
+def _start(config: Config, store: Store) -> int:
+    configure_logging(config.log_format, config.log_level)
+    try:
+        run(config, store)
+    except OSError as exc:
+        print(f"pixcache: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    flags: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        if args.command == "demo":
+            cache_dir = tempfile.mkdtemp(prefix="pixcache-demo-")
+            config = build_config(
+                {"origin": f"file://{SAMPLES}", "cache_dir": cache_dir, "listen": args.listen},
+                environ={},
+            )
+            print(f"pixcache demo: serving {SAMPLES} on http://{args.listen}/ (cache {cache_dir})")
+            for sample in sorted(SAMPLES.iterdir()):
+                print(f"  curl -sI http://{args.listen}/{sample.name}")
+            sys.stdout.flush()
+        else:
+            config = build_config(flags)
+        store = _prepare_store(config.cache_dir)
+    except ConfigError as exc:
+        print(f"pixcache: {exc}", file=sys.stderr)
+        return 2
+    return _start(config, store)
+
+
+def _prepare_store(cache_dir: Path) -> Store:
+    """A cache directory we cannot write is a configuration error, found before serving."""
+    store = Store(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        store.prepare()
+    except OSError as exc:
+        raise ConfigError("cache_dir", f"{str(cache_dir)!r} is not writable: {exc}") from None
+    return store
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Configuration: built once at start from flags > PIXCACHE_* environment > TOML file >
+defaults, validated, frozen. Nothing else in pixcache reads the environment."""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it as a user would write it."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        flag = "--" + setting.replace("_", "-")
+        env = "PIXCACHE_" + setting.upper()
+        super().__init__(f"invalid setting {flag} ({env}): {message}")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Origin:
+    scheme: str  # "http", "https" or "file"
+    base_url: str  # http(s): scheme://host[:port] plus path prefix without trailing slash
+    root: Path | None = None  # file: the folder served
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds allowed for each stage of an origin fetch (see README)."""
+
+    connect: float = 5.0
+    tls: float = 5.0
+    headers: float = 30.0
+    read: float = 30.0
+    total: float = 300.0
+
+
+@dataclass(frozen=True)
+class Config:
+    origin: Origin
+    cache_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    deadlines: Deadlines = Deadlines()
+    origin_ca_file: Path | None = None
+    log_format: str = "auto"  # auto (JSON unless stdout is a TTY), json or console
+    log_level: str = "info"
+
+
+# name -> (parser, default). The names are the TOML keys; flags and variables derive from them.
+def _positive_seconds(setting: str, raw: Any) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(setting, f"must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(setting, f"must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _origin(setting: str, raw: Any) -> Origin:
+    text = str(raw)
+    parts = urlsplit(text)
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ConfigError(setting, f"{text!r} has no host")
+        if parts.query or parts.fragment:
+            raise ConfigError(setting, f"{text!r} may not have a query or fragment")
+        try:
+            parts.port  # noqa: B018 - validates the port
+        except ValueError:
+            raise ConfigError(setting, f"{text!r} has an invalid port") from None
+        return Origin(parts.scheme, f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}")
+    if parts.scheme == "file":
+        # file:///abs/dir, or file://relative/dir as a convenience.
+        root = Path(parts.netloc + parts.path).expanduser().resolve()
+        if not root.is_dir():
+            raise ConfigError(setting, f"folder {str(root)!r} does not exist")
+        return Origin("file", text, root)
+    raise ConfigError(setting, f"{text!r} must start with http://, https:// or file://")
+
+
+def _listen(setting: str, raw: Any) -> tuple[str, int]:
+    host, sep, port_text = str(raw).rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(setting, f"must be HOST:PORT, got {raw!r}")
+    return host, int(port_text)
+
+
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def parse(setting: str, raw: Any) -> str:
+        value = str(raw).lower()
+        if value not in allowed:
+            raise ConfigError(setting, f"must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _path(setting: str, raw: Any) -> Path:
+    if not str(raw):
+        raise ConfigError(setting, "must not be empty")
+    return Path(str(raw)).expanduser()
+
+
+SETTINGS: dict[str, Callable[[str, Any], Any]] = {
+    "origin": _origin,
+    "listen": _listen,
+    "cache_dir": _path,
+    "connect_timeout": _positive_seconds,
+    "tls_timeout": _positive_seconds,
+    "header_timeout": _positive_seconds,
+    "read_timeout": _positive_seconds,
+    "total_timeout": _positive_seconds,
+    "origin_ca_file": _path,
+    "log_format": _choice("auto", "json", "console"),
+    "log_level": _choice("debug", "info", "warning", "error"),
+}
+REQUIRED = ("origin", "cache_dir")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {str(path)!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{str(path)!r} is not valid TOML: {exc}") from None
+    normalized = {key.replace("-", "_"): value for key, value in data.items()}
+    for key in normalized:
+        if key not in SETTINGS:
+            raise ConfigError(key, f"unknown key {key!r} in {str(path)!r}")
+    return normalized
+
+
+def merge_sources(
+    flags: Mapping[str, Any], environ: Mapping[str, str], file_values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Flags win over the environment, the environment over the file."""
+    merged: dict[str, Any] = {}
+    for name in SETTINGS:
+        env_value = environ.get("PIXCACHE_" + name.upper())
+        for value in (flags.get(name), env_value or None, file_values.get(name)):
+            if value is not None:
+                merged[name] = value
+                break
+    return merged
+
+
+def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
+    """The one place settings are read and validated. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    config_file = flags.get("config") or environ.get("PIXCACHE_CONFIG")
+    file_values = read_toml(Path(config_file)) if config_file else {}
+    raw = merge_sources(flags, environ, file_values)
+    for name in REQUIRED:
+        if name not in raw:
+            raise ConfigError(name, "is required")
+    parsed = {name: SETTINGS[name](name, value) for name, value in raw.items()}
+    host, port = parsed.pop("listen", ("127.0.0.1", 8080))
+    deadline_names = {f.name: f"{f.name}_timeout" for f in fields(Deadlines)}
+    deadline_names["headers"] = "header_timeout"
+    deadlines = Deadlines(
+        **{field: parsed.pop(name) for field, name in deadline_names.items() if name in parsed}
+    )
+    return Config(host=host, port=port, deadlines=deadlines, **parsed)

@@ -1,0 +1,52 @@
+"""Our own small error hierarchy. Each origin maps its library's exceptions into these once,
+at its boundary; the handler only ever sees these and turns them into a status."""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """Base: every error that reaches the handler knows the status it becomes."""
+
+    status = 502
+    event = "proxy_error"
+
+    def __init__(self, message: str, *, origin: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.origin = origin
+
+
+class OriginTimeout(ProxyError):
+    """A deadline expired; `stage` names which: connect, tls, headers, read or total."""
+
+    status = 504
+    event = "origin_timeout"
+
+    def __init__(self, stage: str, seconds: float, *, origin: str = "") -> None:
+        super().__init__(f"origin {stage} timeout after {seconds:g}s", origin=origin)
+        self.stage = stage
+        self.seconds = seconds
+
+
+class OriginUnavailable(ProxyError):
+    """The origin could not be reached or broke the protocol (refused, reset, bad response)."""
+
+    event = "origin_unavailable"
+
+    def __init__(self, message: str, *, stage: str, origin: str = "") -> None:
+        super().__init__(message, origin=origin)
+        self.stage = stage
+
+
+class IncompleteBody(ProxyError):
+    """The body ended early: fewer bytes than Content-Length, or a chunked body cut off."""
+
+    event = "incomplete_body"
+    stage = "read"
+
+
+class StorageFull(ProxyError):
+    """The cache filesystem is out of space; the response is served but not stored."""
+
+    status = 507
+    event = "storage_full"

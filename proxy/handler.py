@@ -1,0 +1,289 @@
+"""The request path, top to bottom: key → lookup → decide → serve a hit, or fill and stream.
+
+Everything it calls is small and named for what it does: storage.Store finds and opens
+entries, proxy.policy decides, proxy.fill fetches once per key, proxy.respond writes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.errors import ProxyError
+from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Fills, VaryPlan
+from proxy.origins.base import Origin, OriginResponse
+from proxy.policy.cache_status import CacheStatus
+from proxy.policy.directives import cache_control_of
+from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.hop_by_hop import end_to_end, with_via
+from proxy.policy.storable import may_serve_stored, needs_revalidation
+from proxy.policy.vary import vary_matches, vary_values
+from proxy.respond import (
+    RESPONSE_KEY,
+    VIA,
+    ClientGone,
+    client_headers,
+    send_growing,
+    send_stored,
+    send_stream,
+    start,
+)
+from storage.layout import primary_key_hash, variant_key_hash
+from storage.lookup import OpenEntry
+from storage.store import Store
+
+log = structlog.get_logger("pixcache.request")
+
+# RFC 9110 §9.2.1: the safe methods. Anything else invalidates (RFC 9111 §4.4).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+CACHED_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass
+class Lookup:
+    entry: OpenEntry | None
+    coalesce_key: str
+    plan: VaryPlan
+    fwd: str  # why we go forward if we do: uri-miss, vary-miss, stale, request
+
+
+@dataclass
+class Served:
+    """What happened, for the request log event."""
+
+    status: int
+    cache: CacheStatus
+    timings: dict[str, float] | None = None
+    error: ProxyError | None = None
+
+
+class Handler:
+    def __init__(self, store: Store, origin: Origin, fills: Fills) -> None:
+        self.store = store
+        self.origin = origin
+        self.fills = fills
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        began = time.monotonic()
+        served = Served(500, CacheStatus(detail="internal"))
+        try:
+            served = await self.handle(request)
+        except ClientGone:
+            served.status = 499
+        finally:
+            _log_request(request, served, began)
+        # The response was written already (or the connection is gone); aiohttp's own
+        # prepare/write_eof on it are then no-ops.
+        return request.get(RESPONSE_KEY) or web.Response(status=served.status)
+
+    async def handle(self, request: web.Request) -> Served:
+        key = request.rel_url.raw_path_qs  # the origin comes from config, never the request
+        if request.method not in CACHED_METHODS:
+            return await self.forward(request, key)
+        primary = primary_key_hash(key)
+        found = await self.lookup(primary, request)
+        if found.entry is not None:
+            decision = self.decide(request, found.entry)
+            if isinstance(decision, CacheStatus):
+                return await self.serve_hit(request, found.entry, decision)
+            found.fwd = decision
+            os.close(found.entry.fd)
+        if "no-store" in cache_control_of(request.headers):
+            # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
+            return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
+        if "authorization" in request.headers:
+            # §3.5: an authorized response is not shared unless it says so; fetch it alone.
+            return await self.relay(request, key, CacheStatus(fwd="bypass", detail="authorization"))
+        return await self.fill_and_serve(request, key, found)
+
+    async def lookup(self, primary: str, request: web.Request) -> Lookup:
+        """The stored entry that matches the request, following a Vary marker (§4.1)."""
+        entry = await self.store.open(primary)
+        if entry is None:
+            return Lookup(None, primary, VaryPlan(primary), "uri-miss")
+        if not entry.meta.is_vary_marker:
+            return Lookup(entry, primary, VaryPlan(primary), "")
+        os.close(entry.fd)
+        fields, vary_id = entry.meta.vary_fields, entry.meta.vary_id
+        plan = VaryPlan(primary, fields, vary_id)
+        variant = variant_key_hash(primary, vary_id, vary_values(fields, request.headers))
+        selected = await self.store.open(variant)
+        if selected is None:
+            return Lookup(None, variant, plan, "vary-miss")
+        if not vary_matches(fields, selected.meta.vary_values, request.headers):
+            os.close(selected.fd)  # a hash collision or a foreign file: never serve it
+            return Lookup(None, variant, plan, "vary-miss")
+        return Lookup(selected, variant, plan, "")
+
+    def decide(self, request: web.Request, entry: OpenEntry) -> CacheStatus | str:
+        """A hit's Cache-Status, or why the entry cannot be used (RFC 9111 §4)."""
+        stored = CIMultiDict(entry.meta.headers)
+        if not may_serve_stored(request.headers, stored).ok:
+            return "request"
+        timing = Timing(entry.meta.request_time, entry.meta.response_time)
+        now = time.time()
+        age = current_age(stored, timing, now)
+        ttl = freshness_lifetime(entry.meta.status, stored, timing) - age
+        if needs_revalidation(request.headers, stored):
+            return "request"
+        if ttl <= 0:  # §4.2: fresh only while the lifetime exceeds the current age
+            return "stale"
+        return CacheStatus(hit=True, ttl=ttl)
+
+    async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
+        meta = entry.meta
+        try:
+            timing = Timing(meta.request_time, meta.response_time)
+            stored = CIMultiDict(meta.headers)
+            age = int(current_age(stored, timing, time.time()))
+            headers = client_headers(stored, cache.render(), age=age)
+            response = await start(request, meta.status, headers, meta.body_length)
+            await send_stored(request, response, entry.fd, meta.body_length)
+        finally:
+            os.close(entry.fd)
+        return Served(meta.status, cache)
+
+    async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served:
+        fetch_headers = _forwarded_headers(request, drop=NOT_FORWARDED_ON_FILL)
+        candidate = Fill(key, found.coalesce_key, found.plan, request.headers, fetch_headers)
+        fill, leader = self.fills.join_or_start(candidate)
+        try:
+            try:
+                head = await asyncio.shield(fill.head)
+            except ProxyError as exc:
+                return await self.error(
+                    request, exc, CacheStatus(fwd=found.fwd, collapsed=not leader)
+                )
+            if not head.shared:
+                cache = CacheStatus(
+                    fwd=found.fwd, fwd_status=head.status, detail=head.verdict.reason
+                )
+                if leader:
+                    return await self.relay_response(request, fill.claim_for_leader(), cache)
+                return await self.relay(request, key, cache)
+            if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
+                # The response varies on a field where we differ from the leader (§4.1).
+                return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
+            cache = CacheStatus(
+                fwd=found.fwd,
+                fwd_status=head.status,
+                stored=True,
+                collapsed=not leader,
+                ttl=_ttl_of(head),
+            )
+            response = await start(
+                request,
+                head.status,
+                client_headers(head.headers, cache.render()),
+                head.content_length,
+            )
+            try:
+                await send_growing(request, response, fill)
+            except ProxyError as exc:
+                return Served(head.status, cache, head.timings, exc)
+            return Served(head.status, cache, head.timings)
+        finally:
+            if leader:
+                fill.release_leader()
+
+    async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
+        """Fetch for this client alone and stream the answer; nothing is stored."""
+        try:
+            response = await self.origin.fetch(request.method, key, _forwarded_headers(request))
+        except ProxyError as exc:
+            return await self.error(request, exc, cache)
+        return await self.relay_response(request, response, cache)
+
+    async def relay_response(
+        self, request: web.Request, origin_response: OriginResponse, cache: CacheStatus
+    ) -> Served:
+        cache = CacheStatus(
+            fwd=cache.fwd or "bypass", fwd_status=origin_response.status, detail=cache.detail
+        )
+        served = Served(origin_response.status, cache, origin_response.timings)
+        try:
+            headers = client_headers(origin_response.headers, cache.render())
+            response = await start(
+                request, origin_response.status, headers, origin_response.content_length
+            )
+            await send_stream(request, response, origin_response.body)
+        except ProxyError as exc:
+            served.error = exc
+        finally:
+            await origin_response.close()
+        return served
+
+    async def forward(self, request: web.Request, key: str) -> Served:
+        """Methods we do not cache go to the origin with their body; a non-error answer to
+        an unsafe method invalidates what is stored for the URL (RFC 9111 §4.4)."""
+        cache = CacheStatus(fwd="method")
+        body = request.content.iter_chunked(64 * 1024) if request.can_read_body else None
+        try:
+            response = await self.origin.fetch(
+                request.method, key, _forwarded_headers(request), body
+            )
+        except ProxyError as exc:
+            return await self.error(request, exc, cache)
+        if request.method not in SAFE_METHODS and response.status < 400:
+            primary = primary_key_hash(key)
+            self.fills.invalidate(primary)
+            await self.store.remove(primary)
+        return await self.relay_response(request, response, cache)
+
+    async def error(self, request: web.Request, exc: ProxyError, cache: CacheStatus) -> Served:
+        stage = getattr(exc, "stage", None)
+        detail = f"{exc.event}" + (f" stage={stage}" if stage else "")
+        cache = CacheStatus(fwd=cache.fwd, collapsed=cache.collapsed, detail=detail)
+        headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
+        with_via(headers, "1.1", VIA)
+        headers["Cache-Status"] = cache.render()
+        body = f"{exc.status} {exc.message}\n".encode()
+        response = await start(request, exc.status, headers, len(body))
+        if request.method != "HEAD":
+            await response.write(body)
+        await response.write_eof()
+        return Served(exc.status, cache, error=exc)
+
+
+def _forwarded_headers(
+    request: web.Request, *, drop: frozenset[str] = frozenset()
+) -> CIMultiDict[str]:
+    """RFC 9110 §7.6: strip hop-by-hop fields and add Via. Host names the origin, which the
+    client library sets from the configured URL."""
+    headers = end_to_end(request.headers, drop=drop | {"host"})
+    with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
+    return headers
+
+
+def _ttl_of(head: FillHead) -> float:
+    now = time.time()
+    timing = Timing(now, now)
+    return freshness_lifetime(head.status, head.headers, timing) - current_age(
+        head.headers, timing, now
+    )
+
+
+def _log_request(request: web.Request, served: Served, began: float) -> None:
+    fields: dict[str, object] = {
+        "method": request.method,
+        "path": request.rel_url.raw_path_qs,
+        "status": served.status,
+        "cache": served.cache.outcome,
+        "duration": round(time.monotonic() - began, 6),
+    }
+    if served.cache.collapsed:
+        fields["collapsed"] = True
+    if served.timings:
+        fields["origin_timings"] = served.timings
+    if served.error is not None:
+        fields["error"] = served.error.event
+        fields["error_detail"] = served.error.message
+        if stage := getattr(served.error, "stage", None):
+            fields["stage"] = stage
+        fields["origin"] = served.error.origin
+    log.info("request", **fields)

@@ -1,0 +1,42 @@
+"""What every origin returns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+
+@dataclass
+class OriginResponse:
+    """Status and headers have arrived; `body` yields the rest and raises a ProxyError
+    (IncompleteBody, OriginTimeout) when it cannot deliver all of it."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: AsyncIterator[bytes]
+    # Declared body length; None for a chunked or close-delimited body.
+    content_length: int | None
+    # Seconds spent per stage so far (connect, tls, headers, then body when it ends).
+    timings: dict[str, float] = field(default_factory=dict)
+    close: Callable[[], Awaitable[None]] = field(default=lambda: _nothing())
+
+
+async def _nothing() -> None:
+    return None
+
+
+class Origin(Protocol):
+    name: str
+
+    async def fetch(
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None = None,
+    ) -> OriginResponse: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,237 @@
+"""HTTP(S) origin on aiohttp's client, with five deadlines that each fail on their own.
+
+aiohttp times the TCP connect and the TLS handshake together (`sock_connect`) and has no
+deadline for the response headers alone, so we time every stage ourselves:
+
+- connect and tls: in our connector, around the TCP connect and then the handshake;
+- headers: from the moment the request is sent (a trace hook) to the status line;
+- read: the longest gap between two body chunks;
+- total: the whole fetch, body included.
+
+Every exception of aiohttp, ssl and the OS is mapped here, once, to proxy.errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ssl
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohappyeyeballs
+import aiohttp
+from multidict import CIMultiDict
+
+from proxy.config import Deadlines
+from proxy.errors import IncompleteBody, OriginTimeout, OriginUnavailable
+from proxy.origins.base import OriginResponse
+
+BODY_READ_SIZE = 256 * 1024
+
+
+class _StageTimeout(Exception):
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+
+@dataclass
+class _FetchClock:
+    """Per-fetch timing state, reached from the connector and trace hooks via a ContextVar
+    (they run in the fetching task)."""
+
+    deadlines: Deadlines
+    header_deadline: asyncio.Timeout | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    stage_started: float = field(default_factory=time.monotonic)
+
+    def lap(self, stage: str) -> None:
+        now = time.monotonic()
+        self.timings[stage] = round(now - self.stage_started, 6)
+        self.stage_started = now
+
+
+_clock: contextvars.ContextVar[_FetchClock] = contextvars.ContextVar("pixcache_fetch_clock")
+
+
+class _StagedConnector(aiohttp.TCPConnector):
+    """A connector that gives the TCP connect and the TLS handshake a deadline each."""
+
+    async def _wrap_create_connection(  # type: ignore[override]
+        self,
+        *args: Any,
+        addr_infos: Any,
+        req: Any,
+        timeout: Any,
+        client_error: type[Exception] = aiohttp.ClientConnectorError,
+        **kwargs: Any,
+    ) -> Any:
+        clock = _clock.get()
+        try:
+            async with asyncio.timeout(clock.deadlines.connect):
+                sock = await aiohappyeyeballs.start_connection(addr_infos=addr_infos)
+        except TimeoutError:
+            raise _StageTimeout("connect") from None
+        except OSError as exc:
+            raise client_error(req.connection_key, exc) from exc
+        clock.lap("connect")
+        if not kwargs.get("ssl"):
+            return await self._loop.create_connection(*args, **kwargs, sock=sock)
+        # asyncio's own handshake timer must not fire before ours does.
+        kwargs["ssl_handshake_timeout"] = clock.deadlines.tls + 1
+        try:
+            async with asyncio.timeout(clock.deadlines.tls):
+                connection = await self._loop.create_connection(*args, **kwargs, sock=sock)
+        except TimeoutError:
+            sock.close()
+            raise _StageTimeout("tls") from None
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise OriginUnavailable(f"TLS handshake failed: {exc}", stage="tls") from exc
+        clock.lap("tls")
+        return connection
+
+
+async def _on_request_sent(session: Any, ctx: SimpleNamespace, params: Any) -> None:
+    """The request is on the wire: from now on the headers deadline runs."""
+    clock = _clock.get()
+    clock.stage_started = time.monotonic()
+    if clock.header_deadline is not None:
+        loop = asyncio.get_running_loop()
+        clock.header_deadline.reschedule(loop.time() + clock.deadlines.headers)
+
+
+class HttpOrigin:
+    def __init__(self, base_url: str, deadlines: Deadlines, *, ca_file: Path | None = None):
+        self.name = base_url
+        self.base_url = base_url
+        self.deadlines = deadlines
+        self._ssl: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            self._ssl = ssl.create_default_context(cafile=str(ca_file))
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_on_request_sent)
+            self._session = aiohttp.ClientSession(
+                connector=_StagedConnector(ssl=self._ssl, limit=0, ttl_dns_cache=60),
+                # All deadlines are ours (see module doc); aiohttp's are switched off.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
+                trace_configs=[trace],
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            )
+        return self._session
+
+    async def fetch(
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None = None,
+    ) -> OriginResponse:
+        url = self.base_url + path_qs
+        clock = _FetchClock(self.deadlines)
+        _clock.set(clock)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadlines.total
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout_at(deadline):
+                # No header deadline until the request is sent (_on_request_sent).
+                async with asyncio.timeout(None) as header_deadline:
+                    clock.header_deadline = header_deadline
+                    response = await self._client().request(
+                        method,
+                        url,
+                        headers=headers,
+                        data=body,
+                        allow_redirects=False,
+                        ssl=self._ssl,
+                    )
+            clock.lap("headers")
+        except _StageTimeout as exc:
+            raise self._timeout(exc.stage) from None
+        except TimeoutError:
+            stage = "headers" if header_deadline.expired() else "total"
+            raise self._timeout(stage) from None
+        except OriginUnavailable as exc:
+            exc.origin = self.name
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            raise OriginUnavailable(
+                f"cannot connect: {exc.os_error}", stage="connect", origin=self.name
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise OriginUnavailable(
+                f"no valid response: {exc!r}", stage="headers", origin=self.name
+            ) from exc
+        return OriginResponse(
+            status=response.status,
+            headers=response.headers,
+            body=self._body(response, clock, deadline),
+            content_length=response.content_length,
+            timings=clock.timings,
+            close=_closer(response),
+        )
+
+    async def _body(
+        self, response: aiohttp.ClientResponse, clock: _FetchClock, deadline: float
+    ) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        received = 0
+        complete = False
+        try:
+            while True:
+                gap_end = loop.time() + self.deadlines.read
+                stage = "read" if gap_end < deadline else "total"
+                try:
+                    async with asyncio.timeout_at(min(gap_end, deadline)):
+                        chunk = await response.content.readany()
+                except TimeoutError:
+                    raise self._timeout(stage) from None
+                if not chunk:
+                    complete = True
+                    break
+                received += len(chunk)
+                yield chunk
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
+            raise IncompleteBody(
+                f"body broken after {received} bytes: {exc!r}", origin=self.name
+            ) from exc
+        finally:
+            # A connection whose body was not read to its end cannot be reused.
+            response.release() if complete else response.close()
+        expected = response.content_length
+        if expected is not None and received != expected:
+            raise IncompleteBody(
+                f"body ended after {received} of {expected} bytes", origin=self.name
+            )
+        clock.lap("body")
+
+    def _timeout(self, stage: str) -> OriginTimeout:
+        seconds = {
+            "connect": self.deadlines.connect,
+            "tls": self.deadlines.tls,
+            "headers": self.deadlines.headers,
+            "read": self.deadlines.read,
+            "total": self.deadlines.total,
+        }[stage]
+        return OriginTimeout(stage, seconds, origin=self.name)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _closer(response: aiohttp.ClientResponse) -> Any:
+    async def close() -> None:
+        response.close()
+
+    return close

@@ -1,0 +1,41 @@
+"""Header fields that belong to one connection and must not be forwarded (RFC 9110 §7.6)."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict
+
+from proxy.policy.directives import Headers, list_values
+
+# RFC 9110 §7.6.1 and the fields it lists as connection-specific; Proxy-* fields belong to a
+# hop with a forward proxy, never to the origin. Content-Length is recomputed per hop because
+# the framing may change (we may send a stored body or a chunked one).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+
+def end_to_end(headers: Headers, *, drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
+    """A copy without hop-by-hop fields, nor those named by Connection (§7.6.1), nor `drop`."""
+    named = {name.lower() for name in list_values(headers, "Connection")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in named or lower in drop or lower.startswith("proxy-"):
+            continue
+        out.add(name, value)
+    return out
+
+
+def with_via(headers: CIMultiDict[str], protocol_version: str, pseudonym: str) -> None:
+    """RFC 9110 §7.6.3: a proxy appends its own entry to Via."""
+    headers.add("Via", f"{protocol_version} {pseudonym}")

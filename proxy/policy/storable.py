@@ -1,0 +1,84 @@
+"""Whether a response may be stored, and whether a stored one may answer a request
+(RFC 9111 §3, §3.5, §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.policy.directives import Headers, cache_control_of, list_values
+from proxy.policy.freshness import HEURISTIC_STATUSES, has_explicit_freshness
+
+# Statuses this cache understands well enough to store (RFC 9111 §3: "the response status
+# code is final" and "understood by the cache"). 206 is never stored as a whole object.
+STORABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str = ""
+
+
+def may_store(
+    method: str, request_headers: Headers, status: int, response_headers: Headers
+) -> Verdict:
+    """RFC 9111 §3, for a shared cache; `reason` says why not (for Cache-Status detail)."""
+    req_cc = cache_control_of(request_headers)
+    res_cc = cache_control_of(response_headers)
+    if method != "GET":
+        # §3: the request method must be understood and defined as cacheable. We store GET
+        # only; HEAD is answered from the GET entry (RFC 9110 §9.3.2).
+        return Verdict(False, "method")
+    if status not in STORABLE_STATUSES:
+        return Verdict(False, "status")
+    # §3: "the no-store cache directive is not present in the request or response".
+    if "no-store" in req_cc or "no-store" in res_cc:
+        return Verdict(False, "no-store")
+    # §3: a shared cache does not store a response with the private directive.
+    if "private" in res_cc:
+        return Verdict(False, "private")
+    # §3.5: a shared cache stores a response to a request with Authorization only when
+    # the response says it may: must-revalidate, public or s-maxage.
+    if "authorization" in request_headers and not (
+        "must-revalidate" in res_cc or "public" in res_cc or "s-maxage" in res_cc
+    ):
+        return Verdict(False, "authorization")
+    # RFC 9111 §4.1: "Vary: *" always fails to match, so storing it is pointless.
+    if "*" in list_values(response_headers, "Vary"):
+        return Verdict(False, "vary-star")
+    # §3 requires explicit freshness, `public`, a heuristically cacheable status, or the
+    # like. We are stricter by design: a response with neither freshness information nor a
+    # validator is not stored, because it could never be served or revalidated usefully.
+    has_validator = "etag" in response_headers or "last-modified" in response_headers
+    if has_explicit_freshness(response_headers) or (
+        has_validator and (status in HEURISTIC_STATUSES or "public" in res_cc)
+    ):
+        return Verdict(True)
+    return Verdict(False, "no-freshness")
+
+
+def may_serve_stored(request_headers: Headers, stored_headers: Headers) -> Verdict:
+    """Request-side rules that forbid answering from the cache at all (RFC 9111 §4)."""
+    if "authorization" in request_headers:
+        # §3.5: a stored response is reused for a request with Authorization only if it was
+        # stored under one of the directives that allow it.
+        cc = cache_control_of(stored_headers)
+        if not ("must-revalidate" in cc or "public" in cc or "s-maxage" in cc):
+            return Verdict(False, "authorization")
+    return Verdict(True)
+
+
+def needs_revalidation(request_headers: Headers, stored_headers: Headers) -> bool:
+    """Directives that forbid serving without validating first, even when fresh.
+
+    RFC 9111 §5.2.2.4: a stored response with no-cache must not be used without
+    validation. §5.2.1.4: a request with no-cache asks for the same. RFC 9111 §5.4: Pragma:
+    no-cache counts only where the request has no Cache-Control field."""
+    if "no-cache" in cache_control_of(stored_headers):
+        return True
+    req_cc = cache_control_of(request_headers)
+    if "no-cache" in req_cc:
+        return True
+    if "cache-control" not in request_headers:
+        return any(v.lower() == "no-cache" for v in list_values(request_headers, "Pragma"))
+    return False

@@ -1,0 +1,134 @@
+"""Writing responses to the client: stored entries, growing fills, and origin streams.
+
+Every way a body can fail after the headers went out ends in `abort`, which closes the
+connection early so the client sees an incomplete response, never a complete-looking one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.errors import ProxyError
+from proxy.fill import Fill
+from proxy.policy.directives import Headers
+from proxy.policy.hop_by_hop import end_to_end, with_via
+from proxy.sendfile import send_range
+
+VIA = "pixcache"
+# Framing is ours to set per hop; Date/Server must not be replaced by aiohttp's.
+DROP_FROM_STORED = frozenset({"content-length"})
+
+
+# Where `start` leaves the prepared response, for the handler to hand back to aiohttp.
+RESPONSE_KEY = "pixcache.response"
+
+
+class ClientGone(Exception):
+    """The client closed its connection; nothing more can be sent."""
+
+
+def client_headers(
+    headers: Headers, cache_status: str, *, age: int | None = None
+) -> CIMultiDict[str]:
+    """The end-to-end response headers a client receives, with our own fields added."""
+    out = end_to_end(headers, drop=DROP_FROM_STORED)
+    if age is not None:
+        out.popall("Age", None)
+        out["Age"] = str(age)
+    with_via(out, "1.1", VIA)
+    out["Cache-Status"] = cache_status
+    return out
+
+
+def abort(request: web.BaseRequest) -> None:
+    """Cut the connection so the client can tell the body is incomplete (RFC 9112 §6.3:
+    a message shorter than its Content-Length, or a chunked one without its last chunk)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def start(
+    request: web.BaseRequest, status: int, headers: CIMultiDict[str], length: int | None
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=status, headers=headers)
+    if length is not None and request.method != "HEAD":
+        response.content_length = length
+    elif length is not None:
+        # HEAD: announce the GET body's length without sending one (RFC 9110 §9.3.2).
+        response.headers["Content-Length"] = str(length)
+    request[RESPONSE_KEY] = response
+    try:
+        await response.prepare(request)
+    except ConnectionError as exc:
+        raise ClientGone() from exc
+    return response
+
+
+def _transport(request: web.BaseRequest) -> asyncio.Transport:
+    if request.transport is None or request.transport.is_closing():
+        raise ClientGone()
+    return request.transport
+
+
+async def send_stored(
+    request: web.BaseRequest, response: web.StreamResponse, fd: int, length: int
+) -> None:
+    """The body of a hit, by sendfile."""
+    if request.method == "HEAD":
+        return
+    try:
+        await send_range(_transport(request), fd, 0, length)
+        await response.write_eof()
+    except (ConnectionError, EOFError) as exc:
+        abort(request)
+        raise ClientGone() from exc
+
+
+async def send_growing(request: web.BaseRequest, response: web.StreamResponse, fill: Fill) -> None:
+    """The body of a fill in flight, read from its temp file as it grows."""
+    if request.method == "HEAD":
+        return
+    assert fill.temp is not None
+    fd = fill.temp.dup_fd()
+    sent = 0
+    try:
+        while True:
+            written = fill.temp.written
+            if sent < written:
+                await send_range(_transport(request), fd, sent, written - sent)
+                sent = written
+                continue
+            if fill.error is not None:
+                abort(request)
+                raise fill.error
+            if fill.finished:
+                break
+            await fill.wait_progress()
+        await response.write_eof()
+    except (ConnectionError, EOFError) as exc:
+        abort(request)
+        raise ClientGone() from exc
+    finally:
+        os.close(fd)
+
+
+async def send_stream(
+    request: web.BaseRequest, response: web.StreamResponse, body: AsyncIterator[bytes]
+) -> None:
+    """The body of a response relayed straight from the origin (not shared, not stored)."""
+    try:
+        if request.method != "HEAD":
+            async for chunk in body:
+                await response.write(chunk)
+        await response.write_eof()
+    except ProxyError:
+        abort(request)
+        raise
+    except ConnectionError as exc:
+        abort(request)
+        raise ClientGone() from exc

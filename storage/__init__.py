@@ -1,0 +1,1 @@
+"""The cache store: layout, streaming writes, atomic commit, lookup."""

@@ -1,0 +1,58 @@
+"""Where things live in the cache directory. Names are hashes: no request text becomes a path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+KEY_VERSION = b"pixcache/1\0"
+
+
+def primary_key_hash(key: str) -> str:
+    return hashlib.sha256(KEY_VERSION + key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def variant_key_hash(primary: str, vary_id: str, values: dict[str, str | None]) -> str:
+    selector = json.dumps(sorted(values.items()), separators=(",", ":")).encode()
+    return hashlib.sha256(f"{primary}\0{vary_id}\0".encode() + selector).hexdigest()
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def entries(self) -> Path:
+        return self.root / "entries"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def entry_path(self, key_hash: str) -> Path:
+        return self.entries / key_hash[:2] / key_hash
+
+    def create(self) -> None:
+        """Make every directory an entry can land in, so the commit never has to."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for i in range(256):
+            (self.entries / f"{i:02x}").mkdir(parents=True, exist_ok=True)
+
+    def check_writable(self) -> None:
+        """Raise OSError unless a file can be created and removed in the temp directory."""
+        probe = self.tmp / f".probe-{os.getpid()}"
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.close(fd)
+        os.unlink(probe)
+
+    def sweep_temp_files(self) -> int:
+        """Remove temp files a crash left behind; returns how many. Called once at start."""
+        removed = 0
+        for path in self.tmp.iterdir():
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

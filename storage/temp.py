@@ -1,0 +1,72 @@
+"""A body being written to a temp file while it streams, readable while it grows."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from storage.commit import commit_entry
+from storage.entry import EntryMeta
+
+
+class TempBody:
+    """Appends chunks to a temp file in the cache's tmp directory and hashes them.
+
+    Other readers follow the growing file through `dup_fd()` and `written`. The file is
+    removed by `discard()` unless `commit()` renamed it into place."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.written = 0
+        self._hash = hashlib.sha256()
+        self._closed = False
+
+    @classmethod
+    def create(cls, tmp_dir: Path) -> TempBody:
+        path = tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.tmp"
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        return cls(path, fd)
+
+    async def append(self, chunk: bytes) -> None:
+        """Write one chunk in a thread; raises OSError (ENOSPC, EIO, ...) to the caller."""
+        await asyncio.get_running_loop().run_in_executor(None, _write_all, self.fd, chunk)
+        self._hash.update(chunk)
+        self.written += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def dup_fd(self) -> int:
+        """A descriptor of the file that stays valid after rename, unlink or close()."""
+        return os.dup(self.fd)
+
+    async def commit(self, meta: EntryMeta, final_path: Path) -> None:
+        """Append the metadata trailer, then run the audited commit in one thread call."""
+        trailer = meta.encode()
+        expected = self.written + len(trailer)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _write_all, self.fd, trailer)
+        await loop.run_in_executor(None, commit_entry, self.fd, self.path, final_path, expected)
+        self._closed = True
+        os.close(self.fd)
+
+    def discard(self) -> None:
+        """Remove the temp file (if not committed) and close it. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
