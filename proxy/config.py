@@ -55,6 +55,8 @@ class Config:
 
 # name -> (parser, default). The names are the TOML keys; flags and variables derive from them.
 def _positive_seconds(setting: str, raw: Any) -> float:
+    if isinstance(raw, bool):  # TOML `true` is not a number of seconds
+        raise ConfigError(setting, f"must be a number of seconds, got {raw!r}")
     try:
         value = float(raw)
     except (TypeError, ValueError):

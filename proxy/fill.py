@@ -220,6 +220,7 @@ def _unshared(head: FillHead, reason: str) -> FillHead:
 
 
 async def _commit_marker(store: Store, primary: str, meta: EntryMeta, vary_id: str) -> None:
+    temp = store.begin()
     marker = EntryMeta(
         key=meta.key,
         status=0,
@@ -227,12 +228,11 @@ async def _commit_marker(store: Store, primary: str, meta: EntryMeta, vary_id: s
         request_time=meta.request_time,
         response_time=meta.response_time,
         body_length=0,
-        sha256="",
+        sha256=temp.sha256,
         vary_fields=meta.vary_fields,
         is_vary_marker=True,
         vary_id=vary_id,
     )
-    temp = store.begin()
     try:
         await temp.commit(marker, store.final_path(primary))
     finally:

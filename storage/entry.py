@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 FOOTER = struct.Struct(">8sQ")
 MAGIC = b"PIXCACH1"
@@ -42,16 +43,46 @@ class EntryMeta:
 
     @classmethod
     def decode(cls, raw: bytes) -> EntryMeta:
+        """Parse metadata, checking every field's type: a file whose metadata is valid JSON
+        of the wrong shape is as corrupt as one that is not JSON at all."""
         try:
             data = json.loads(raw)
-            data["headers"] = [(str(n), str(v)) for n, v in data["headers"]]
-            data["vary_fields"] = tuple(data["vary_fields"])
-            return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CorruptEntry(f"unreadable metadata: {exc}") from exc
+            if set(_typed(data, dict)) != _FIELD_NAMES:
+                raise KeyError(f"fields {sorted(data)}")
+            meta = cls(
+                key=_typed(data["key"], str),
+                status=_typed(data["status"], int),
+                headers=[(_typed(n, str), _typed(v, str)) for n, v in data["headers"]],
+                request_time=float(_typed(data["request_time"], int | float)),
+                response_time=float(_typed(data["response_time"], int | float)),
+                body_length=_typed(data["body_length"], int),
+                sha256=_typed(data["sha256"], str),
+                vary_fields=tuple(_typed(f, str) for f in data["vary_fields"]),
+                vary_values={
+                    _typed(k, str): None if v is None else _typed(v, str)
+                    for k, v in _typed(data["vary_values"], dict).items()
+                },
+                is_vary_marker=_typed(data["is_vary_marker"], bool),
+                vary_id=_typed(data["vary_id"], str),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CorruptEntry(f"unreadable metadata: {exc!r}") from exc
+        if meta.body_length < 0:
+            raise CorruptEntry("negative body length")
+        return meta
 
     def file_size(self) -> int:
         return self.body_length + len(self.encode())
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(EntryMeta))
+
+
+def _typed(value: Any, kind: Any) -> Any:
+    # bool is an int in Python; a JSON true is never a valid length or status.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise TypeError(f"{value!r} is not {kind}")
+    return value
 
 
 def parse_footer(footer: bytes, file_size: int) -> int:

@@ -8,7 +8,7 @@ import os
 import uuid
 from pathlib import Path
 
-from storage.commit import commit_entry
+from storage.commit import CommitRefused, commit_entry
 from storage.entry import EntryMeta
 
 
@@ -47,6 +47,8 @@ class TempBody:
 
     async def commit(self, meta: EntryMeta, final_path: Path) -> None:
         """Append the metadata trailer, then run the audited commit in one thread call."""
+        if meta.body_length != self.written or meta.sha256 != self.sha256:
+            raise CommitRefused("metadata does not describe the bytes written")
         trailer = meta.encode()
         expected = self.written + len(trailer)
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from multidict import CIMultiDictProxy, MultiMapping
@@ -101,9 +102,14 @@ def parse_http_date(value: str | None) -> float | None:
         parsed = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if parsed is None or parsed.tzinfo is None:
-        # RFC 9110 §5.6.7: HTTP-date is always GMT; a zone-less form is not one.
+    if parsed is None:
         return None
+    if parsed.tzinfo is None:
+        # RFC 9110 §5.6.7: HTTP-date is always GMT. Only the asctime form (no comma) carries
+        # no zone, and a recipient MUST accept it; other zone-less dates are invalid.
+        if "," in value:
+            return None
+        parsed = parsed.replace(tzinfo=UTC)
     try:
         return parsed.timestamp()
     except (OverflowError, ValueError, OSError):

@@ -55,7 +55,9 @@ def heuristic_lifetime(status: int, headers: Headers, response_time: float) -> f
     last_modified = single_date(headers, "Last-Modified")
     if last_modified is None:
         return None
-    date = single_date(headers, "Date") or response_time
+    date = single_date(headers, "Date")
+    if date is None:
+        date = response_time
     return min(HEURISTIC_MAX_SECONDS, max(0.0, (date - last_modified) * HEURISTIC_FRACTION))
 
 

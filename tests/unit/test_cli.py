@@ -1,0 +1,71 @@
+"""`pixcache serve` refuses a bad configuration before serving: exit status 2, and stderr
+names the flag (and its variable)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PIXCACHE = Path("/work/venv/bin/pixcache")
+
+
+def run_serve(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    # A clean environment: no PIXCACHE_* variable of the caller leaks in.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCACHE_")}
+    env["HOME"] = str(tmp_path)
+    return subprocess.run(
+        [str(PIXCACHE), "serve", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+pytestmark = pytest.mark.skipif(not PIXCACHE.exists(), reason="pixcache is not installed")
+
+
+def test_non_numeric_connect_timeout_exits_2(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    result = run_serve(
+        "--origin",
+        "http://127.0.0.1:9",
+        "--cache-dir",
+        str(cache),
+        "--connect-timeout",
+        "abc",
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--connect-timeout" in result.stderr
+    assert "PIXCACHE_CONNECT_TIMEOUT" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Refused before anything was created.
+    assert not cache.exists()
+
+
+def test_unwritable_cache_dir_exits_2(tmp_path: Path) -> None:
+    regular = tmp_path / "a-file"
+    regular.write_bytes(b"x")
+    result = run_serve(
+        "--origin",
+        "http://127.0.0.1:9",
+        "--cache-dir",
+        str(regular / "cache"),
+        tmp_path=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "--cache-dir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert regular.read_bytes() == b"x"
+
+
+def test_missing_origin_exits_2(tmp_path: Path) -> None:
+    result = run_serve("--cache-dir", str(tmp_path / "cache"), tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "--origin" in result.stderr
+    assert "Traceback" not in result.stderr
