@@ -23,7 +23,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     origin = make_origin(config)
     fills = Fills(origin, store)
     app = web.Application(handler_args={"max_field_size": 16384})
-    app.router.add_route("*", "/{tail:.*}", Handler(store, origin, fills))
+    app.router.add_route("*", "/{tail:.*}", Handler(store, origin, fills).__call__)
 
     async def close(_: web.Application) -> None:
         await fills.shutdown()

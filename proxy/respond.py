@@ -21,10 +21,12 @@ from proxy.sendfile import send_range
 VIA = "pixcache"
 # Framing is ours to set per hop; Date/Server must not be replaced by aiohttp's.
 DROP_FROM_STORED = frozenset({"content-length"})
+# Read size when a body cannot go by sendfile.
+COPY_CHUNK = 256 * 1024
 
 
 # Where `start` leaves the prepared response, for the handler to hand back to aiohttp.
-RESPONSE_KEY = "pixcache.response"
+RESPONSE_KEY = web.RequestKey("pixcache.response", web.StreamResponse)
 
 
 class ClientGone(Exception):
@@ -100,7 +102,7 @@ async def send_growing(request: web.BaseRequest, response: web.StreamResponse, f
         while True:
             written = fill.temp.written
             if sent < written:
-                await send_range(_transport(request), fd, sent, written - sent)
+                await _copy(request, response, fd, sent, written - sent)
                 sent = written
                 continue
             if fill.error is not None:
@@ -115,6 +117,24 @@ async def send_growing(request: web.BaseRequest, response: web.StreamResponse, f
         raise ClientGone() from exc
     finally:
         os.close(fd)
+
+
+async def _copy(
+    request: web.BaseRequest, response: web.StreamResponse, fd: int, offset: int, count: int
+) -> None:
+    """Bytes of `fd` to the client: by sendfile when the length was declared; through
+    aiohttp's writer otherwise, which frames them as chunks (or a close-delimited body)."""
+    if response.content_length is not None:
+        await send_range(_transport(request), fd, offset, count)
+        return
+    loop = asyncio.get_running_loop()
+    end = offset + count
+    while offset < end:
+        data = await loop.run_in_executor(None, os.pread, fd, min(end - offset, COPY_CHUNK), offset)
+        if not data:
+            raise EOFError("temp file shorter than written")
+        await response.write(data)
+        offset += len(data)
 
 
 async def send_stream(

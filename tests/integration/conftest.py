@@ -1,0 +1,80 @@
+"""Fixtures: a fake origin and a pixcache app in front of it, both on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from proxy.app import build_app
+from proxy.config import build_config
+from storage.store import Store
+from tests.fake_origin import FakeOrigin
+
+
+@dataclass
+class Proxy:
+    url: str
+    store: Store
+    cache_dir: Path
+    client: aiohttp.ClientSession
+
+    def entry_files(self) -> list[Path]:
+        return [p for p in (self.cache_dir / "entries").rglob("*") if p.is_file()]
+
+    def temp_files(self) -> list[Path]:
+        return [p for p in (self.cache_dir / "tmp").iterdir() if p.is_file()]
+
+    async def get(self, path: str, **kw: Any) -> tuple[aiohttp.ClientResponse, bytes]:
+        async with self.client.get(self.url + path, **kw) as resp:
+            return resp, await resp.read()
+
+
+MakeProxy = Callable[..., Awaitable[Proxy]]
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[FakeOrigin]:
+    async with FakeOrigin() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
+    servers: list[TestServer] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def make(origin_url: str, **settings: Any) -> Proxy:
+        cache_dir = tmp_path / f"cache{len(servers)}"
+        flags = {"origin": origin_url, "cache_dir": str(cache_dir), **settings}
+        config = build_config(flags, environ={})
+        store = Store(config.cache_dir)
+        store.prepare()
+        server = TestServer(build_app(config, store), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        client = aiohttp.ClientSession(auto_decompress=False)
+        sessions.append(client)
+        return Proxy(str(server.make_url("")).rstrip("/"), store, cache_dir, client)
+
+    yield make
+    for client in sessions:
+        await client.close()
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def proxy(origin: FakeOrigin, make_proxy: MakeProxy) -> Proxy:
+    return await make_proxy(origin.url)
+
+
+def cache_status(resp: aiohttp.ClientResponse) -> str:
+    value = resp.headers.get("Cache-Status")
+    assert value is not None, "every response carries Cache-Status"
+    return value

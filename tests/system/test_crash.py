@@ -1,0 +1,71 @@
+"""SIGKILL `pixcache serve` in the middle of concurrent fills of large objects, restart it,
+and show that every object is then served complete and correct, never partial."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from tests.fake_origin import pattern_bytes
+from tests.system.procs import free_port, start_origin, start_pixcache, stop
+
+OBJECTS = {f"/big{i}.jpg": (8 * 1024 * 1024 + i * 4099, i) for i in range(6)}
+ROUNDS = 4
+
+
+async def _fetch_all(url: str) -> list[tuple[str, int, bytes | None, str]]:
+    async with aiohttp.ClientSession() as client:
+
+        async def one(path: str) -> tuple[str, int, bytes | None, str]:
+            try:
+                async with client.get(url + path) as resp:
+                    body = await resp.read()
+                    return path, resp.status, body, resp.headers.get("Cache-Status", "")
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                return path, -1, None, repr(exc)
+
+        return await asyncio.gather(*(one(p) for p in OBJECTS for _ in range(2)))
+
+
+async def _hammer_then_kill(url: str, proc, delay: float) -> None:
+    task = asyncio.ensure_future(_fetch_all(url))
+    await asyncio.sleep(delay)
+    stop(proc, signal.SIGKILL)
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_sigkill_during_fills_never_leaves_a_partial_entry(tmp_path: Path) -> None:
+    expected = {path: pattern_bytes(size, seed) for path, (size, seed) in OBJECTS.items()}
+    # About 1.5 s per object, so that kills land in the middle of fills.
+    origin_proc, origin_url = start_origin(OBJECTS, chunk_interval=0.01)
+    cache_dir = tmp_path / "cache"
+    rng = random.Random(1234)
+    killed_mid_fill = 0
+    try:
+        for _ in range(ROUNDS):
+            port = free_port()
+            proc = start_pixcache(origin_url, cache_dir, port)
+            await _hammer_then_kill(f"http://127.0.0.1:{port}", proc, rng.uniform(0.1, 1.2))
+            killed_mid_fill += len(list((cache_dir / "tmp").iterdir()))
+        # The kills really did land in the middle of fills: their temp files were left.
+        assert killed_mid_fill > 0
+
+        port = free_port()
+        proc = start_pixcache(origin_url, cache_dir, port)
+        try:
+            # Leftover temp files of the killed processes were swept at start.
+            assert [p for p in (cache_dir / "tmp").iterdir() if p.is_file()] == []
+            for _ in range(2):  # first: whatever survived the kills, then: hits
+                results = await _fetch_all(f"http://127.0.0.1:{port}")
+                for path, status, body, cache in results:
+                    assert status == 200, (path, cache)
+                    assert body == expected[path], f"{path} served wrong bytes ({cache})"
+            assert all("hit" in cache.split("; ") for _, _, _, cache in results)
+        finally:
+            stop(proc)
+    finally:
+        stop(origin_proc)
