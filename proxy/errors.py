@@ -50,3 +50,10 @@ class StorageFull(ProxyError):
 
     status = 507
     event = "storage_full"
+
+
+class InternalError(ProxyError):
+    """A bug of ours; the client still gets a response that says what the cache did."""
+
+    status = 500
+    event = "internal_error"

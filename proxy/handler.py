@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import ProxyError
+from proxy.errors import InternalError, ProxyError
 from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Fills, VaryPlan
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
@@ -27,6 +27,7 @@ from proxy.respond import (
     RESPONSE_KEY,
     VIA,
     ClientGone,
+    abort,
     client_headers,
     send_growing,
     send_stored,
@@ -75,6 +76,9 @@ class Handler:
             served = await self.handle(request)
         except ClientGone:
             served.status = 499
+        except Exception as exc:  # noqa: BLE001 - one request's bug must not cost a 500 without Cache-Status
+            log.exception("handler_failed", path=request.rel_url.raw_path_qs)
+            served = await self.internal_error(request, exc)
         finally:
             _log_request(request, served, began)
         # The response was written already (or the connection is gone); aiohttp's own
@@ -248,6 +252,17 @@ class Handler:
             await response.write(body)
         await response.write_eof()
         return Served(exc.status, cache, error=exc)
+
+    async def internal_error(self, request: web.Request, exc: Exception) -> Served:
+        error = InternalError(f"internal error: {type(exc).__name__}")
+        response = request.get(RESPONSE_KEY)
+        if response is not None and response.prepared:
+            abort(request)  # the headers are out: cut the body so it cannot look complete
+            return Served(500, CacheStatus(detail="internal"), error=error)
+        try:
+            return await self.error(request, error, CacheStatus())
+        except (ClientGone, ConnectionError):
+            return Served(499, CacheStatus(detail="internal"), error=error)
 
 
 def _forwarded_headers(

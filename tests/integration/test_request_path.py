@@ -200,3 +200,21 @@ async def test_every_response_carries_cache_status_even_errors(
     resp, _ = await proxy.get("/missing")
     assert resp.status == 404
     assert cache_status(resp).startswith("pixcache; fwd=uri-miss; fwd-status=404")
+
+
+async def test_a_bug_in_one_request_still_answers_with_cache_status(
+    origin: FakeOrigin, proxy: Proxy, monkeypatch
+) -> None:
+    origin.add("/ok.jpg", Obj(body=b"fine", headers=CACHEABLE))
+
+    async def broken_open(key_hash: str):
+        raise RuntimeError("injected")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(proxy.store, "open", broken_open)
+        resp, _ = await proxy.get("/ok.jpg")
+        assert resp.status == 500
+        assert 'detail="internal_error"' in cache_status(resp)
+    # The worker lives on and serves the next request.
+    resp, body = await proxy.get("/ok.jpg")
+    assert resp.status == 200 and body == b"fine"
