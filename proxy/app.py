@@ -3,42 +3,122 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import structlog
 import uvloop
 from aiohttp import web
+from multidict import CIMultiDict
 
+from proxy import metrics
 from proxy.config import Config
-from proxy.fill import Fills
+from proxy.fills import Fills
 from proxy.handler import Handler
 from proxy.origins import make_origin
-from storage.store import Store
+from proxy.policy.freshness import Timing, time_to_live
+from storage.entry import EntryMeta
+from storage.keylock import KeyLock
+from storage.store import Bounds, Store
 
 log = structlog.get_logger("pixcache")
+
+UPKEEP_INTERVAL = 1.0
+STORE_KEY = web.AppKey("store", Store)
+
+
+def expiry_of(meta: EntryMeta) -> float:
+    """When an entry turns stale (RFC 9111 §4.2); Vary markers never do."""
+    if meta.is_vary_marker:
+        return float("inf")
+    timing = Timing(meta.request_time, meta.response_time)
+    headers = CIMultiDict(meta.headers)
+    return meta.response_time + time_to_live(meta.status, headers, timing, meta.response_time)
+
+
+def _count_corrupt(key_hash: str, reason: str) -> None:
+    metrics.CORRUPT_ENTRIES.labels("hit").inc()
+
+
+def make_store(config: Config) -> Store:
+    bounds = Bounds(config.max_size, config.min_free, config.stale_grace)
+    return Store(config.cache_dir, bounds, expiry_of=expiry_of, on_corrupt=_count_corrupt)
 
 
 def build_app(config: Config, store: Store) -> web.Application:
     """The application for a prepared store; origin and fills live as long as it does."""
     origin = make_origin(config)
-    fills = Fills(origin, store)
+    fills = Fills(
+        origin,
+        store,
+        max_object_size=config.max_object_size,
+        lock_wait=config.deadlines.total,
+    )
     app = web.Application(handler_args={"max_field_size": 16384})
+    app[STORE_KEY] = store
     app.router.add_route("*", "/{tail:.*}", Handler(store, origin, fills).__call__)
 
-    async def close(_: web.Application) -> None:
+    async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
+        task = asyncio.get_running_loop().create_task(upkeep(store, config))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await fills.shutdown()
         await origin.close()
+        await store.flush_uses()
 
-    app.on_cleanup.append(close)
+    app.cleanup_ctx.append(background)
     return app
 
 
-async def serve(config: Config, store: Store) -> None:
+async def upkeep(store: Store, config: Config) -> None:
+    """Every worker writes its LRU uses; one of them (whoever holds the upkeep lock, taken
+    over if it dies) rebuilds the index at start, evicts and runs the scrubber."""
+    upkeep_lock = KeyLock(store.layout.root / "upkeep.lock", "0" * 64)
+    scrubber: asyncio.Task[None] | None = None
+    reconciled = False
+    try:
+        while True:
+            try:
+                await store.flush_uses()
+                if upkeep_lock.held or upkeep_lock.try_acquire():
+                    if not reconciled:
+                        added = await store.reconcile()
+                        reconciled = True
+                        log.info("index_rebuilt", added=added)
+                    await store.maintain()
+                    if scrubber is None and config.scrub_rate:
+                        scrubber = asyncio.get_running_loop().create_task(
+                            scrub(store, config.scrub_rate)
+                        )
+            except Exception:  # noqa: BLE001 - upkeep must outlive any one failure
+                log.exception("upkeep_failed")
+            await asyncio.sleep(UPKEEP_INTERVAL)
+    finally:
+        if scrubber is not None:
+            scrubber.cancel()
+        upkeep_lock.release()
+
+
+async def scrub(store: Store, bytes_per_second: int) -> None:
+    from storage.verify import Scrubber
+
+    def found(path: object, reason: str) -> None:
+        metrics.CORRUPT_ENTRIES.labels("scrubber").inc()
+        log.warning("corrupt_entry", found_by="scrubber", path=str(path), reason=reason)
+
+    await Scrubber(store.layout, bytes_per_second, found).run()
+
+
+async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, from a store that `Store.prepare` has readied."""
     app = build_app(config, store)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=1024)
+    site = web.TCPSite(
+        runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port, backlog=1024
+    )
     await site.start()
     log.info(
         "listening",
@@ -60,4 +140,9 @@ async def serve(config: Config, store: Store) -> None:
 
 
 def run(config: Config, store: Store) -> None:
-    uvloop.run(serve(config, store))
+    if config.workers > 1:
+        from proxy.workers import run_workers
+
+        run_workers(config, store)
+    else:
+        uvloop.run(serve(config, store))

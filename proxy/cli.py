@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from proxy.app import run
+from proxy.app import make_store, run
 from proxy.config import SETTINGS, Config, ConfigError, build_config
 from proxy.logs import configure_logging
 from storage.store import Store
@@ -25,6 +25,12 @@ HELP = {
     "read_timeout": "longest gap in seconds between two body chunks (default 30)",
     "total_timeout": "seconds for a whole origin fetch, body included (default 300)",
     "origin_ca_file": "PEM file of CA certificates trusted for an https origin",
+    "workers": "worker processes sharing the port and the cache (default 1)",
+    "max_size": "most bytes the cache may hold, e.g. 10G (default: no limit)",
+    "min_free": "bytes that must stay free on the cache's filesystem, e.g. 1G (default 0)",
+    "max_object_size": "larger objects are proxied, not stored, e.g. 512M (default: no limit)",
+    "stale_grace": "seconds an entry is kept past its expiry (default 86400)",
+    "scrub_rate": "bytes per second the scrubber re-verifies, e.g. 10M (default 0: off)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",
     "log_level": "debug, info, warning or error",
 }
@@ -77,16 +83,17 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
         else:
             config = build_config(flags)
-        store = _prepare_store(config.cache_dir)
+        store = _prepare_store(config)
     except ConfigError as exc:
         print(f"pixcache: {exc}", file=sys.stderr)
         return 2
     return _start(config, store)
 
 
-def _prepare_store(cache_dir: Path) -> Store:
+def _prepare_store(config: Config) -> Store:
     """A cache directory we cannot write is a configuration error, found before serving."""
-    store = Store(cache_dir)
+    cache_dir = config.cache_dir
+    store = make_store(config)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         store.prepare()

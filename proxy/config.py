@@ -49,6 +49,12 @@ class Config:
     port: int = 8080
     deadlines: Deadlines = Deadlines()
     origin_ca_file: Path | None = None
+    workers: int = 1
+    max_size: int | None = None  # bytes the cache may hold; None: no limit
+    min_free: int = 0  # bytes that must stay free on the cache's filesystem
+    max_object_size: int | None = None  # larger objects are proxied, not stored
+    stale_grace: float = 86400.0  # seconds an entry is kept past its expiry
+    scrub_rate: int = 0  # bytes per second the scrubber re-verifies; 0: off
     log_format: str = "auto"  # auto (JSON unless stdout is a TTY), json or console
     log_level: str = "info"
 
@@ -64,6 +70,37 @@ def _positive_seconds(setting: str, raw: Any) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(setting, f"must be a positive number of seconds, got {raw!r}")
     return value
+
+
+UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes(setting: str, raw: Any) -> int:
+    """A size in bytes, with an optional K/M/G/T suffix (powers of 1024), e.g. 100M."""
+    text = str(raw).strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:].isalpha() else ""
+    number = text[: len(text) - len(unit)]
+    if isinstance(raw, bool) or unit not in UNITS or not number.isdigit():
+        raise ConfigError(setting, f"must be a size in bytes like 512M or 10G, got {raw!r}")
+    return int(number) * UNITS[unit]
+
+
+def _positive_bytes(setting: str, raw: Any) -> int:
+    value = _bytes(setting, raw)
+    if value <= 0:
+        raise ConfigError(setting, f"must be more than 0 bytes, got {raw!r}")
+    return value
+
+
+def _non_negative_seconds(setting: str, raw: Any) -> float:
+    return 0.0 if str(raw).strip() in ("0", "0.0") else _positive_seconds(setting, raw)
+
+
+def _workers(setting: str, raw: Any) -> int:
+    text = str(raw).strip()
+    if isinstance(raw, bool) or not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ConfigError(setting, f"must be a whole number from 1 to 256, got {raw!r}")
+    return int(text)
 
 
 def _origin(setting: str, raw: Any) -> Origin:
@@ -122,6 +159,12 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "read_timeout": _positive_seconds,
     "total_timeout": _positive_seconds,
     "origin_ca_file": _path,
+    "workers": _workers,
+    "max_size": _positive_bytes,
+    "min_free": _bytes,
+    "max_object_size": _positive_bytes,
+    "stale_grace": _non_negative_seconds,
+    "scrub_rate": _bytes,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

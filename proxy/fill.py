@@ -1,27 +1,33 @@
 """A fill: one origin fetch for a key, streamed into a temp file that every waiting client
-reads while it grows, then committed. At most one fill per key is in flight (invariant 3).
+reads while it grows, then committed. At most one fill per key is in flight (invariant 3;
+across processes, see proxy/fills.py).
 
 The fill runs in a task of its own, so a client that disconnects never cancels it. When
 the response turns out not to be shareable, it goes to the client that started the fill
-(the leader) alone, and every other waiter fetches for itself."""
+(the leader) alone, and every other waiter fetches for itself. When it is shareable but
+cannot be stored (too large, disk full, I/O error), the clients still get all of it: the
+rest of the body is handed on through a bounded in-memory tail (proxy/tail.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy import metrics
 from proxy.errors import ProxyError
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.storable import Verdict, may_store
 from proxy.policy.vary import vary_fields, vary_values
+from proxy.tail import Tail
 from storage.entry import EntryMeta
-from storage.layout import variant_key_hash
-from storage.store import Store
+from storage.store import Store, VaryPlan
 from storage.temp import TempBody
 
 log = structlog.get_logger("pixcache.fill")
@@ -33,15 +39,6 @@ NOT_FORWARDED_ON_FILL = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class VaryPlan:
-    """Where a fill stores its response: the primary key, and the Vary marker seen there."""
-
-    primary: str
-    marker_fields: tuple[str, ...] = ()
-    marker_id: str = ""
-
-
 @dataclass
 class FillHead:
     status: int
@@ -51,10 +48,17 @@ class FillHead:
     vary_fields: tuple[str, ...]
     vary_values: dict[str, str | None]
     timings: dict[str, float] = field(default_factory=dict)
+    stored: bool = True  # admitted to the store (it may still be dropped later)
+    detail: str = ""
 
     @property
     def shared(self) -> bool:
         return self.verdict.ok
+
+
+# The fill waited for another process's fill of the key, which committed an entry: look
+# the key up again instead of fetching.
+RETRY = object()
 
 
 class Fill:
@@ -65,6 +69,7 @@ class Fill:
         plan: VaryPlan,
         request_headers: CIMultiDictProxy[str],
         fetch_headers: CIMultiDict[str],
+        seen: tuple[int, int] | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.key = key
@@ -72,21 +77,37 @@ class Fill:
         self.plan = plan
         self.request_headers = request_headers
         self.fetch_headers = fetch_headers
-        self.head: asyncio.Future[FillHead] = loop.create_future()
+        # The identity of the entry the lookup saw (None: none), to tell a newer commit.
+        self.seen = seen
+        self.head: asyncio.Future[FillHead | object] = loop.create_future()
         # The leader's claim on a response that is not shareable.
         self.leader_slot: asyncio.Future[OriginResponse] = loop.create_future()
         self.temp: TempBody | None = None
+        self.read_fd: int | None = None  # readers dup this; it outlives the temp file
+        self.file_bytes = 0  # body bytes readers may take from the temp file
+        self.tail = Tail()
         self.error: ProxyError | None = None
         self.finished = False
         self.committed = False
         self.waiters = 0
         # Set when the URL was invalidated during the fill: what it fetched predates that.
         self.invalidated = False
+        # Called when the fill stops storing: it must then leave the registry.
+        self.on_unstored: Callable[[Fill], None] = lambda fill: None
         self._progress = asyncio.Event()
 
     # -- for readers -------------------------------------------------------------------
+    def open_reader(self) -> int | None:
+        """A descriptor of the temp file for one reader (None when there is no file)."""
+        return None if self.read_fd is None else os.dup(self.read_fd)
+
+    @property
+    def joinable(self) -> bool:
+        """A late request can still be given the whole body from offset 0."""
+        return self.error is None and self.tail.dropped == 0
+
     async def wait_progress(self) -> None:
-        """Return once more bytes were written, or the fill ended (check `finished`)."""
+        """Return once more bytes arrived, or the fill ended (check `finished`)."""
         await self._progress.wait()
 
     def _notify(self) -> None:
@@ -94,7 +115,7 @@ class Fill:
         event.set()
 
     # -- the fill itself ---------------------------------------------------------------
-    async def run(self, origin: Origin, store: Store) -> None:
+    async def run(self, origin: Origin, store: Store, max_object_size: int | None) -> None:
         request_time = time.time()
         try:
             response = await origin.fetch("GET", self.key, self.fetch_headers)
@@ -115,22 +136,68 @@ class Fill:
         if not verdict.ok:
             self.head.set_result(head)
             return await self._hand_to_leader(response)
-        try:
-            self.temp = store.begin()
-        except OSError as exc:
-            log.warning("temp_file_failed", key=self.key, error=str(exc))
-            self.head.set_result(_unshared(head, "storage"))
-            return await self._hand_to_leader(response)
+        length = response.content_length
+        if max_object_size is not None and length is not None and length > max_object_size:
+            head.stored, head.detail = False, "too-large"
+        elif not store.admits_new_entries():
+            head.stored, head.detail = False, "disk-low"
+        else:
+            try:
+                self.temp = store.begin()
+                self.read_fd = self.temp.dup_fd()
+            except OSError as exc:
+                head.stored, head.detail = False, _storage_fault(exc)
+        if not head.stored:
+            self._stop_storing(head.detail)
         self.head.set_result(head)
         try:
-            async for chunk in response.body:
-                await self.temp.append(chunk)
-                self._notify()
+            await self._stream(response, max_object_size)
         except ProxyError as exc:
             return self._fail(exc)
-        except OSError as exc:
-            # The disk failed under the temp file; readers cannot continue from it.
-            return self._fail(ProxyError(f"cache write failed: {exc.strerror}"))
+        if self.temp is not None:
+            await self._commit(store, response, head, request_time, response_time)
+        self.finished = True
+        self._notify()
+
+    async def _stream(self, response: OriginResponse, max_object_size: int | None) -> None:
+        async for chunk in response.body:
+            if self.temp is not None:
+                try:
+                    await self.temp.append(chunk)
+                except OSError as exc:
+                    self._stop_storing(_storage_fault(exc))
+                else:
+                    self.file_bytes = self.temp.written
+                    if max_object_size is not None and self.temp.written > max_object_size:
+                        self._stop_storing("too-large")
+                    self._notify()
+                    continue
+            await self.tail.put(chunk)
+            self._notify()
+
+    def _stop_storing(self, reason: str) -> None:
+        """Keep serving this body to its readers, from memory past what the file holds."""
+        if reason.startswith("storage-"):
+            metrics.STORAGE_ERRORS.labels(reason.removeprefix("storage-")).inc()
+            log.warning("storage_fault", key=self.key, reason=reason, at_byte=self.file_bytes)
+        self.tail.start(self.file_bytes)
+        if self.temp is not None:
+            self.temp.discard()  # readers keep `read_fd`, so the bytes stay readable
+            self.temp = None
+        self.on_unstored(self)
+
+    async def _commit(
+        self,
+        store: Store,
+        response: OriginResponse,
+        head: FillHead,
+        request_time: float,
+        response_time: float,
+    ) -> None:
+        assert self.temp is not None
+        if self.invalidated:
+            self.temp.discard()
+            return
         meta = EntryMeta(
             key=self.key,
             status=response.status,
@@ -139,30 +206,11 @@ class Fill:
             response_time=response_time,
             body_length=self.temp.written,
             sha256=self.temp.sha256,
-            vary_fields=fields,
+            vary_fields=head.vary_fields,
             vary_values=head.vary_values,
         )
-        await self._commit(store, meta)
-        self.finished = True
-        self._notify()
-
-    async def _commit(self, store: Store, meta: EntryMeta) -> None:
-        assert self.temp is not None
-        plan = self.plan
-        if self.invalidated:
-            self.temp.discard()
-            return
         try:
-            if not meta.vary_fields:
-                await self.temp.commit(meta, store.final_path(plan.primary))
-            else:
-                vary_id = plan.marker_id
-                if meta.vary_fields != plan.marker_fields:
-                    vary_id = uuid.uuid4().hex
-                variant = variant_key_hash(plan.primary, vary_id, meta.vary_values)
-                await self.temp.commit(meta, store.final_path(variant))
-                if vary_id != plan.marker_id:
-                    await _commit_marker(store, plan.primary, meta, vary_id)
+            await store.commit(self.temp, meta, self.plan)
             self.committed = True
         except Exception as exc:  # noqa: BLE001 - a failed commit only costs a future miss
             log.warning("commit_failed", key=self.key, error=repr(exc))
@@ -176,6 +224,10 @@ class Fill:
         """The leader is done: a response it never claimed must not leak a connection."""
         if not self.leader_slot.done():
             self.leader_slot.cancel()
+
+    def retry_lookup(self) -> None:
+        self.finished = True
+        self.head.set_result(RETRY)
 
     def _fail(self, exc: ProxyError) -> None:
         log.warning(
@@ -201,85 +253,20 @@ class Fill:
         else:
             self.leader_slot.set_result(response)
 
-    def discard(self) -> None:
-        """Abandon a fill (shutdown): drop its temp file, wake its readers with an error."""
+    def close(self) -> None:
+        """The fill task ended: drop what only it held. Readers keep their own dups."""
         if not self.finished:
             self._fail(ProxyError("pixcache is shutting down"))
+        if self.temp is not None:
+            self.temp.discard()
+        if self.read_fd is not None:
+            os.close(self.read_fd)
+            self.read_fd = None
 
 
-def _unshared(head: FillHead, reason: str) -> FillHead:
-    return FillHead(
-        head.status,
-        head.headers,
-        head.content_length,
-        Verdict(False, reason),
-        head.vary_fields,
-        head.vary_values,
-        head.timings,
+def _storage_fault(exc: OSError) -> str:
+    """A short reason for an OSError of the store: disk full, quota, I/O error or other."""
+    name = {errno.ENOSPC: "enospc", errno.EDQUOT: "edquot", errno.EIO: "eio"}.get(
+        exc.errno or 0, "oserror"
     )
-
-
-async def _commit_marker(store: Store, primary: str, meta: EntryMeta, vary_id: str) -> None:
-    temp = store.begin()
-    marker = EntryMeta(
-        key=meta.key,
-        status=0,
-        headers=[],
-        request_time=meta.request_time,
-        response_time=meta.response_time,
-        body_length=0,
-        sha256=temp.sha256,
-        vary_fields=meta.vary_fields,
-        is_vary_marker=True,
-        vary_id=vary_id,
-    )
-    try:
-        await temp.commit(marker, store.final_path(primary))
-    finally:
-        temp.discard()
-
-
-class Fills:
-    """The fills in flight, by coalescing key, and the tasks that run them."""
-
-    def __init__(self, origin: Origin, store: Store) -> None:
-        self.origin = origin
-        self.store = store
-        self.in_flight: dict[str, Fill] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def join_or_start(self, fill: Fill) -> tuple[Fill, bool]:
-        """The fill in flight for fill.coalesce_key, or `fill` started now. True if started."""
-        current = self.in_flight.get(fill.coalesce_key)
-        if current is not None:
-            current.waiters += 1
-            return current, False
-        self.in_flight[fill.coalesce_key] = fill
-        task = asyncio.get_running_loop().create_task(self._run(fill))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return fill, True
-
-    async def _run(self, fill: Fill) -> None:
-        try:
-            await fill.run(self.origin, self.store)
-        except asyncio.CancelledError:
-            fill.discard()
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
-            log.exception("fill_crashed", key=fill.key)
-            fill._fail(ProxyError(f"internal error: {exc!r}"))
-        finally:
-            if self.in_flight.get(fill.coalesce_key) is fill:
-                del self.in_flight[fill.coalesce_key]
-
-    def invalidate(self, primary: str) -> None:
-        """RFC 9111 §4.4: fills in flight for this URL must not commit what they fetched."""
-        for fill in self.in_flight.values():
-            if fill.plan.primary == primary:
-                fill.invalidated = True
-
-    async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    return f"storage-{name}"

@@ -15,7 +15,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.errors import InternalError, ProxyError
-from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Fills, VaryPlan
+from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead
+from proxy.fills import Fills
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
@@ -36,13 +37,15 @@ from proxy.respond import (
 )
 from storage.layout import primary_key_hash, variant_key_hash
 from storage.lookup import OpenEntry
-from storage.store import Store
+from storage.store import Store, VaryPlan
 
 log = structlog.get_logger("pixcache.request")
 
 # RFC 9110 §9.2.1: the safe methods. Anything else invalidates (RFC 9111 §4.4).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CACHED_METHODS = frozenset({"GET", "HEAD"})
+# Lookups per request: a fill that waited for another process's fill looks up again.
+LOOKUPS = 3
 
 
 @dataclass
@@ -90,20 +93,29 @@ class Handler:
         if request.method not in CACHED_METHODS:
             return await self.forward(request, key)
         primary = primary_key_hash(key)
-        found = await self.lookup(primary, request)
-        if found.entry is not None:
-            decision = self.decide(request, found.entry)
-            if isinstance(decision, CacheStatus):
-                return await self.serve_hit(request, found.entry, decision)
-            found.fwd = decision
-            os.close(found.entry.fd)
-        if "no-store" in cache_control_of(request.headers):
-            # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
-            return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
-        if "authorization" in request.headers:
-            # §3.5: an authorized response is not shared unless it says so; fetch it alone.
-            return await self.relay(request, key, CacheStatus(fwd="bypass", detail="authorization"))
-        return await self.fill_and_serve(request, key, found)
+        for _ in range(LOOKUPS):
+            found = await self.lookup(primary, request)
+            if found.entry is not None:
+                decision = self.decide(request, found.entry)
+                if isinstance(decision, CacheStatus):
+                    self.store.note_use(primary)
+                    self.store.note_use(found.coalesce_key)
+                    return await self.serve_hit(request, found.entry, decision)
+                found.fwd = decision
+                os.close(found.entry.fd)
+            if "no-store" in cache_control_of(request.headers):
+                # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
+                cache = CacheStatus(fwd="request", detail="no-store")
+                return await self.relay(request, key, cache)
+            if "authorization" in request.headers:
+                # §3.5: an authorized response is not shared unless it says so; fetch alone.
+                cache = CacheStatus(fwd="bypass", detail="authorization")
+                return await self.relay(request, key, cache)
+            served = await self.fill_and_serve(request, key, found)
+            if served is not None:
+                return served
+        # Other processes kept replacing the entry under us; stop deduplicating this one.
+        return await self.relay(request, key, CacheStatus(fwd=found.fwd, detail="contended"))
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
         """The stored entry that matches the request, following a Vary marker (§4.1)."""
@@ -152,10 +164,13 @@ class Handler:
             os.close(entry.fd)
         return Served(meta.status, cache)
 
-    async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served:
+    async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
+        """Join or start the key's fill and stream its response; None when another process
+        committed the key meanwhile and the caller should look it up again."""
         fetch_headers = _forwarded_headers(request, drop=NOT_FORWARDED_ON_FILL)
-        candidate = Fill(key, found.coalesce_key, found.plan, request.headers, fetch_headers)
-        fill, leader = self.fills.join_or_start(candidate)
+        seen = found.entry.identity if found.entry is not None else None
+        candidate = Fill(key, found.coalesce_key, found.plan, request.headers, fetch_headers, seen)
+        fill, leader, reader = self.fills.join_or_start(candidate)
         try:
             try:
                 head = await asyncio.shield(fill.head)
@@ -163,6 +178,9 @@ class Handler:
                 return await self.error(
                     request, exc, CacheStatus(fwd=found.fwd, collapsed=not leader)
                 )
+            if head is RETRY:
+                return None
+            assert isinstance(head, FillHead)
             if not head.shared:
                 cache = CacheStatus(
                     fwd=found.fwd, fwd_status=head.status, detail=head.verdict.reason
@@ -176,9 +194,10 @@ class Handler:
             cache = CacheStatus(
                 fwd=found.fwd,
                 fwd_status=head.status,
-                stored=True,
+                stored=head.stored,
                 collapsed=not leader,
                 ttl=_ttl_of(head),
+                detail=head.detail or None,
             )
             response = await start(
                 request,
@@ -187,11 +206,12 @@ class Handler:
                 head.content_length,
             )
             try:
-                await send_growing(request, response, fill)
+                await send_growing(request, response, fill, reader)
             except ProxyError as exc:
                 return Served(head.status, cache, head.timings, exc)
             return Served(head.status, cache, head.timings)
         finally:
+            fill.tail.leave(reader)
             if leader:
                 fill.release_leader()
 

@@ -91,19 +91,27 @@ async def send_stored(
         raise ClientGone() from exc
 
 
-async def send_growing(request: web.BaseRequest, response: web.StreamResponse, fill: Fill) -> None:
-    """The body of a fill in flight, read from its temp file as it grows."""
+async def send_growing(
+    request: web.BaseRequest, response: web.StreamResponse, fill: Fill, reader: int
+) -> None:
+    """The body of a fill in flight: from its temp file as it grows, then from its
+    in-memory tail if the fill had to stop storing."""
     if request.method == "HEAD":
         return
-    assert fill.temp is not None
-    fd = fill.temp.dup_fd()
+    fd = fill.open_reader()
     sent = 0
     try:
         while True:
-            written = fill.temp.written
-            if sent < written:
-                await _copy(request, response, fd, sent, written - sent)
-                sent = written
+            in_file = fill.file_bytes
+            if fd is not None and sent < in_file:
+                await _copy(request, response, fd, sent, in_file - sent)
+                sent = in_file
+                fill.tail.advance(reader, sent)
+                continue
+            if fill.tail.active and (data := fill.tail.read(sent)):
+                await response.write(data)
+                sent += len(data)
+                fill.tail.advance(reader, sent)
                 continue
             if fill.error is not None:
                 abort(request)
@@ -116,7 +124,8 @@ async def send_growing(request: web.BaseRequest, response: web.StreamResponse, f
         abort(request)
         raise ClientGone() from exc
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 async def _copy(

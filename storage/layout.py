@@ -32,6 +32,14 @@ class Layout:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def index_file(self) -> Path:
+        return self.root / "index.sqlite3"
+
     def entry_path(self, key_hash: str) -> Path:
         return self.entries / key_hash[:2] / key_hash
 
@@ -48,10 +56,12 @@ class Layout:
         os.close(fd)
         os.unlink(probe)
 
-    def sweep_temp_files(self) -> int:
-        """Remove temp files a crash left behind; returns how many. Called once at start."""
+    def sweep_temp_files(self, pid: int | None = None) -> int:
+        """Remove temp files a crash left behind; returns how many. Called once at start
+        (all of them), and when a worker died (only that process's, named by its pid)."""
         removed = 0
-        for path in self.tmp.iterdir():
+        pattern = "*" if pid is None else f"{pid}-*"
+        for path in self.tmp.glob(pattern):
             if path.is_file():
                 path.unlink(missing_ok=True)
                 removed += 1

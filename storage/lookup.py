@@ -19,6 +19,7 @@ class OpenEntry:
     fd: int
     meta: EntryMeta
     size: int
+    identity: tuple[int, int]  # (inode, mtime): tells a replaced entry from this one
 
 
 def open_entry(path: Path) -> OpenEntry | None:
@@ -31,7 +32,8 @@ def open_entry(path: Path) -> OpenEntry | None:
     except FileNotFoundError:
         return None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
         tail_len = min(size, TAIL_READ)
         tail = os.pread(fd, tail_len, size - tail_len)
         meta_len = parse_footer(tail[-FOOTER.size :], size)
@@ -40,7 +42,7 @@ def open_entry(path: Path) -> OpenEntry | None:
         meta = EntryMeta.decode(tail[-FOOTER.size - meta_len : -FOOTER.size])
         if meta.body_length + meta_len + FOOTER.size != size:
             raise CorruptEntry(f"size {size} does not match body {meta.body_length}")
-        return OpenEntry(fd, meta, size)
+        return OpenEntry(fd, meta, size, (st.st_ino, st.st_mtime_ns))
     except BaseException:
         os.close(fd)
         raise

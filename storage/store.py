@@ -1,34 +1,85 @@
-"""The cache store as the proxy sees it: look up, begin a write, remove."""
+"""The cache store as the proxy sees it: look up, write, commit, remove, stay in bounds."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from storage.entry import CorruptEntry
-from storage.layout import Layout
+from storage.entry import CorruptEntry, EntryMeta
+from storage.index import Index
+from storage.keylock import KeyLock
+from storage.layout import Layout, variant_key_hash
 from storage.lookup import OpenEntry, open_entry
 from storage.temp import TempBody
 
 log = structlog.get_logger("pixcache.storage")
 
+# How long a statvfs reading of free space is trusted.
+FREE_SPACE_TTL = 1.0
+# Entries removed per round while free space is below the minimum.
+EVICT_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_size: int | None = None  # bytes the entries may take in all
+    min_free: int = 0  # bytes that must stay free on the cache's filesystem
+    stale_grace: float = 86400.0  # seconds past expiry before an entry is removed
+
+
+@dataclass(frozen=True)
+class VaryPlan:
+    """Where a fill stores its response: the primary key, and the Vary marker seen there."""
+
+    primary: str
+    marker_fields: tuple[str, ...] = ()
+    marker_id: str = ""
+
+
+def _never_expires(meta: EntryMeta) -> float:
+    return float("inf")
+
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        bounds: Bounds = Bounds(),
+        *,
+        expiry_of: Callable[[EntryMeta], float] = _never_expires,
+        on_corrupt: Callable[[str, str], None] = lambda key_hash, reason: None,
+    ) -> None:
         self.layout = Layout(root)
-        self.corrupt_found = 0
+        self.bounds = bounds
+        self.expiry_of = expiry_of
+        self.on_corrupt = on_corrupt
+        self.index = Index(self.layout.index_file)
+        # SQLite connections belong to a thread: every index call runs on this one.
+        self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="pixcache-index")
+        self._uses: dict[str, float] = {}
+        self._free: tuple[float, int] = (0.0, 0)
         self.swept = 0
+        self.evicted = 0
+        self.corrupt_found = 0
 
+    # -- start -------------------------------------------------------------------------
     def prepare(self) -> int:
-        """Create the layout, check it is writable, sweep crash leftovers. Raises OSError."""
+        """Create the layout, check it is writable, sweep crash leftovers. Raises OSError.
+        Runs once per instance, before any worker serves."""
         self.layout.create()
         self.layout.check_writable()
         self.swept = self.layout.sweep_temp_files()
         return self.swept
 
+    # -- reading -----------------------------------------------------------------------
     async def open(self, key_hash: str) -> OpenEntry | None:
         """The entry stored under `key_hash`, opened, or None. A corrupt entry is removed
         and reported as absent: it is never served."""
@@ -37,24 +88,164 @@ class Store:
         try:
             return await loop.run_in_executor(None, open_entry, path)
         except (CorruptEntry, OSError) as exc:
-            self.corrupt_found += 1
             log.warning("corrupt_entry", key_hash=key_hash, error=str(exc))
+            self.corrupt_found += 1
+            self.on_corrupt(key_hash, str(exc))
             await self.remove(key_hash)
             return None
+
+    def note_use(self, key_hash: str) -> None:
+        """Record a hit for LRU; written to the index in batches by `flush_uses`."""
+        self._uses[key_hash] = time.time()
+
+    async def identity(self, key_hash: str) -> tuple[int, int] | None:
+        """(inode, mtime) of the entry file, to tell whether it was replaced; None if absent."""
+        path = self.layout.entry_path(key_hash)
+        try:
+            st = await asyncio.get_running_loop().run_in_executor(None, os.stat, path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def key_lock(self, key_hash: str) -> KeyLock:
+        return KeyLock(self.layout.lock_file, key_hash)
+
+    # -- writing -----------------------------------------------------------------------
+    def admits_new_entries(self) -> bool:
+        """False while free space is under the minimum (no new entries are admitted)."""
+        if not self.bounds.min_free:
+            return True
+        return self._free_bytes() >= self.bounds.min_free
 
     def begin(self) -> TempBody:
         return TempBody.create(self.layout.tmp)
 
-    def final_path(self, key_hash: str) -> Path:
-        return self.layout.entry_path(key_hash)
+    async def commit(self, temp: TempBody, meta: EntryMeta, plan: VaryPlan) -> None:
+        """Make room, commit the entry (and a Vary marker when the fields are new), index it.
+        Raises on failure; the caller discards the temp file."""
+        target = plan.primary
+        vary_id = plan.marker_id
+        if meta.vary_fields:
+            if meta.vary_fields != plan.marker_fields:
+                vary_id = uuid.uuid4().hex
+            target = variant_key_hash(plan.primary, vary_id, meta.vary_values)
+        await self._make_room(meta.body_length)
+        await temp.commit(meta, self.layout.entry_path(target))
+        await self._indexed(target, meta)
+        if meta.vary_fields and vary_id != plan.marker_id:
+            marker = self.begin()
+            marker_meta = EntryMeta(
+                key=meta.key,
+                status=0,
+                headers=[],
+                request_time=meta.request_time,
+                response_time=meta.response_time,
+                body_length=0,
+                sha256=marker.sha256,
+                vary_fields=meta.vary_fields,
+                is_vary_marker=True,
+                vary_id=vary_id,
+            )
+            try:
+                await marker.commit(marker_meta, self.layout.entry_path(plan.primary))
+            finally:
+                marker.discard()
+            await self._indexed(plan.primary, marker_meta)
 
     async def remove(self, key_hash: str) -> None:
-        path = self.layout.entry_path(key_hash)
-        await asyncio.get_running_loop().run_in_executor(None, _unlink, path)
+        await self._unlink([key_hash])
+        await self._on_index(self.index.remove, [key_hash])
+
+    # -- bounds ------------------------------------------------------------------------
+    async def _make_room(self, incoming: int) -> None:
+        if self.bounds.max_size is None:
+            return
+        victims = await self._on_index(
+            self.index.take_least_recently_used, self.bounds.max_size, incoming
+        )
+        await self._evict(victims, "max-size")
+
+    async def maintain(self) -> None:
+        """Remove entries stale past their grace, and evict while free space is short."""
+        await self.flush_uses()
+        expired = await self._on_index(
+            self.index.take_expired, time.time() - self.bounds.stale_grace
+        )
+        await self._evict(expired, "expired")
+        while self.bounds.min_free and self._free_bytes(fresh=True) < self.bounds.min_free:
+            victims = await self._on_index(self.index.take_oldest, EVICT_BATCH)
+            if not victims:
+                break
+            await self._evict(victims, "min-free")
+        if self.bounds.max_size is not None:
+            await self._make_room(0)
+
+    async def flush_uses(self) -> None:
+        if self._uses:
+            uses, self._uses = self._uses, {}
+            await self._on_index(self.index.touch, list(uses.items()))
+
+    async def reconcile(self) -> int:
+        """Bring the index in line with the entry files (at start, in the background):
+        files it does not know are added, rows without a file are dropped."""
+        return await self._on_index(self._reconcile)
+
+    def _reconcile(self) -> int:
+        known = self.index.keys()
+        seen: set[str] = set()
+        added = 0
+        for path in self.layout.entries.glob("??/*"):
+            key_hash = path.name
+            seen.add(key_hash)
+            if key_hash in known:
+                continue
+            try:
+                entry = open_entry(path)
+            except (CorruptEntry, OSError):
+                continue  # verify and the hit path deal with corrupt files
+            if entry is None:
+                continue
+            os.close(entry.fd)
+            used = path.stat().st_mtime
+            self.index.add(key_hash, entry.size, used, self.expiry_of(entry.meta))
+            added += 1
+        self.index.remove(known - seen)
+        return added
+
+    async def _indexed(self, key_hash: str, meta: EntryMeta) -> None:
+        await self._on_index(
+            self.index.add, key_hash, meta.file_size(), time.time(), self.expiry_of(meta)
+        )
+
+    async def _evict(self, key_hashes: list[str], why: str) -> None:
+        if key_hashes:
+            await self._unlink(key_hashes)
+            self.evicted += len(key_hashes)
+            log.info("evicted", count=len(key_hashes), why=why)
+
+    async def _unlink(self, key_hashes: list[str]) -> None:
+        paths = [self.layout.entry_path(k) for k in key_hashes]
+        await asyncio.get_running_loop().run_in_executor(None, _unlink_all, paths)
+
+    def _free_bytes(self, *, fresh: bool = False) -> int:
+        checked, free = self._free
+        now = time.monotonic()
+        if fresh or now - checked > FREE_SPACE_TTL:
+            st = os.statvfs(self.layout.root)
+            free = st.f_bavail * st.f_frsize
+            self._free = (now, free)
+        return free
+
+    async def _on_index(self, fn, *args):  # noqa: ANN001, ANN002, ANN202
+        return await asyncio.get_running_loop().run_in_executor(self._index_thread, fn, *args)
+
+    def close(self) -> None:
+        self._index_thread.shutdown(wait=True)
 
 
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.app import build_app
+from proxy.app import build_app, make_store
 from proxy.config import build_config
 from storage.store import Store
 from tests.fake_origin import FakeOrigin
@@ -53,7 +53,7 @@ async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
         cache_dir = tmp_path / f"cache{len(servers)}"
         flags = {"origin": origin_url, "cache_dir": str(cache_dir), **settings}
         config = build_config(flags, environ={})
-        store = Store(config.cache_dir)
+        store = make_store(config)
         store.prepare()
         server = TestServer(build_app(config, store), host="127.0.0.1")
         await server.start_server()

@@ -199,7 +199,7 @@ def store(tmp_path: Path) -> Store:
 
 
 async def test_store_open_returns_a_complete_entry(store: Store) -> None:
-    write_entry(store.final_path("ab" * 32))
+    write_entry(store.layout.entry_path("ab" * 32))
     entry = await store.open("ab" * 32)
     assert entry is not None
     try:
@@ -209,7 +209,7 @@ async def test_store_open_returns_a_complete_entry(store: Store) -> None:
 
 
 async def test_store_treats_a_truncated_entry_as_a_miss_and_removes_it(store: Store) -> None:
-    path = store.final_path("cd" * 32)
+    path = store.layout.entry_path("cd" * 32)
     path.write_bytes(write_entry(path)[:-5])
     assert await store.open("cd" * 32) is None
     assert not path.exists()
@@ -217,7 +217,7 @@ async def test_store_treats_a_truncated_entry_as_a_miss_and_removes_it(store: St
 
 
 async def test_store_treats_wrong_typed_metadata_as_a_miss(store: Store) -> None:
-    path = store.final_path("ef" * 32)
+    path = store.layout.entry_path("ef" * 32)
     path.write_bytes(wrong_typed_metadata(BODY))
     assert await store.open("ef" * 32) is None
     assert not path.exists()

@@ -1,0 +1,109 @@
+"""The fills in flight, by coalescing key, and the tasks that run them.
+
+Within a process, a request for a key with a fill in flight joins it. Across worker
+processes, a fill first takes the key's lock (storage/keylock.py); a fill that had to wait
+for another process's fill looks the key up again before fetching, and if that other fill
+committed an entry, its requests are answered from it instead."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from proxy.errors import ProxyError
+from proxy.fill import Fill
+from proxy.origins.base import Origin
+from storage.keylock import KeyLock
+from storage.store import Store
+
+log = structlog.get_logger("pixcache.fill")
+
+LOCK_POLL_FIRST = 0.005
+LOCK_POLL_MAX = 0.05
+
+
+class Fills:
+    def __init__(
+        self, origin: Origin, store: Store, *, max_object_size: int | None, lock_wait: float
+    ) -> None:
+        self.origin = origin
+        self.store = store
+        self.max_object_size = max_object_size
+        # How long a fill waits for another process's fill of the same key before it
+        # fetches anyway: availability wins over deduplication past the origin deadline.
+        self.lock_wait = lock_wait
+        self.in_flight: dict[str, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def join_or_start(self, fill: Fill) -> tuple[Fill, bool, int]:
+        """The fill in flight for fill.coalesce_key, or `fill` started now.
+
+        Returns the fill, whether it was started now (this request leads it), and the
+        reader id the request must give back with `fill.tail.leave`."""
+        current = self.in_flight.get(fill.coalesce_key)
+        if current is not None and current.joinable:
+            current.waiters += 1
+            return current, False, current.tail.join()
+        reader = fill.tail.join()
+        self.in_flight[fill.coalesce_key] = fill
+        task = asyncio.get_running_loop().create_task(self._run(fill))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fill, True, reader
+
+    def _detach(self, fill: Fill) -> None:
+        """A fill that no longer stores takes no new requests (they could not get the
+        bytes it already let go of) and holds no key lock."""
+        if self.in_flight.get(fill.coalesce_key) is fill:
+            del self.in_flight[fill.coalesce_key]
+
+    async def _run(self, fill: Fill) -> None:
+        lock = self.store.key_lock(fill.coalesce_key)
+
+        def unstored(fill: Fill) -> None:
+            self._detach(fill)
+            lock.release()  # nothing will be committed: other processes need not wait
+
+        fill.on_unstored = unstored
+        try:
+            waited = await self._acquire(lock)
+            if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
+                fill.retry_lookup()
+                return
+            await fill.run(self.origin, self.store, self.max_object_size)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
+            log.exception("fill_crashed", key=fill.key)
+            fill._fail(ProxyError(f"internal error: {exc!r}"))
+        finally:
+            lock.release()
+            self._detach(fill)
+            fill.close()
+
+    async def _acquire(self, lock: KeyLock) -> bool:
+        """Take the key's lock, polling while another process holds it. True if we waited."""
+        loop = asyncio.get_running_loop()
+        if lock.try_acquire():
+            return False
+        give_up = loop.time() + self.lock_wait
+        pause = LOCK_POLL_FIRST
+        while loop.time() < give_up:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LOCK_POLL_MAX)
+            if lock.try_acquire():
+                return True
+        log.warning("key_lock_wait_expired", waited=self.lock_wait)
+        return True
+
+    def invalidate(self, primary: str) -> None:
+        """RFC 9111 §4.4: fills in flight for this URL must not commit what they fetched."""
+        for fill in self.in_flight.values():
+            if fill.plan.primary == primary:
+                fill.invalidated = True
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

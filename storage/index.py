@@ -1,0 +1,117 @@
+"""Sizes, last use and expiry of every entry, shared by all worker processes.
+
+SQLite in WAL mode: each process has its own connection, transactions serialise writers
+across processes, and a crash loses at most the last uncommitted transaction. The index is
+advice for eviction, never the truth about what is stored: lookups read the entry files,
+and `reconcile` repairs the index from the files at start.
+
+Every method here blocks; the store calls them on its one index thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    used REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used);
+CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires);
+"""
+
+
+class Index:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        # Opened lazily, so that each worker process (and each thread) makes its own.
+        if self._db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            self._db = db
+        return self._db
+
+    def add(self, key: str, size: int, used: float, expires: float) -> None:
+        self._conn().execute(
+            "INSERT OR REPLACE INTO entries (key, size, used, expires) VALUES (?, ?, ?, ?)",
+            (key, size, used, expires),
+        )
+
+    def touch(self, uses: Iterable[tuple[str, float]]) -> None:
+        db = self._conn()
+        with _immediate(db):
+            db.executemany(
+                "UPDATE entries SET used = max(used, ?) WHERE key = ?",
+                [(used, key) for key, used in uses],
+            )
+
+    def remove(self, keys: Iterable[str]) -> None:
+        db = self._conn()
+        with _immediate(db):
+            db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in keys])
+
+    def total_size(self) -> int:
+        return int(self._conn().execute("SELECT coalesce(sum(size), 0) FROM entries").fetchone()[0])
+
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def take_least_recently_used(self, max_total: int, incoming: int = 0) -> list[str]:
+        """Remove from the index, and return, the least recently used entries that must go
+        so that the total plus `incoming` fits in `max_total`. One transaction, so two
+        processes never pick the same victims or both skip eviction."""
+        db = self._conn()
+        with _immediate(db):
+            total = int(db.execute("SELECT coalesce(sum(size), 0) FROM entries").fetchone()[0])
+            excess = total + incoming - max_total
+            victims: list[str] = []
+            if excess <= 0:
+                return victims
+            for key, size in db.execute("SELECT key, size FROM entries ORDER BY used"):
+                victims.append(key)
+                excess -= size
+                if excess <= 0:
+                    break
+            db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in victims])
+            return victims
+
+    def take_oldest(self, count: int) -> list[str]:
+        db = self._conn()
+        with _immediate(db):
+            rows = db.execute("SELECT key FROM entries ORDER BY used LIMIT ?", (count,))
+            victims = [key for (key,) in rows]
+            db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in victims])
+            return victims
+
+    def take_expired(self, before: float, limit: int = 1000) -> list[str]:
+        db = self._conn()
+        with _immediate(db):
+            rows = db.execute("SELECT key FROM entries WHERE expires < ? LIMIT ?", (before, limit))
+            victims = [key for (key,) in rows]
+            db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in victims])
+            return victims
+
+    def keys(self) -> set[str]:
+        return {key for (key,) in self._conn().execute("SELECT key FROM entries")}
+
+
+class _immediate:
+    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front, roll back on error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
