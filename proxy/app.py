@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from pathlib import Path
 
 import structlog
 import uvloop
@@ -19,6 +20,7 @@ from proxy.origins import make_origin
 from proxy.policy.freshness import Timing, time_to_live
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
+from storage.scrub import Scrubber
 from storage.store import Bounds, Store
 
 log = structlog.get_logger("pixcache")
@@ -102,11 +104,16 @@ async def upkeep(store: Store, config: Config) -> None:
 
 
 async def scrub(store: Store, bytes_per_second: int) -> None:
-    from storage.verify import Scrubber
+    loop = asyncio.get_running_loop()
+    forgetting: set[asyncio.Task[None]] = set()
 
-    def found(path: object, reason: str) -> None:
+    def found(path: Path, reason: str) -> None:
         metrics.CORRUPT_ENTRIES.labels("scrubber").inc()
+        store.corrupt_found += 1
         log.warning("corrupt_entry", found_by="scrubber", path=str(path), reason=reason)
+        task = loop.create_task(store.forget(path.name))  # the scrubber removed the file
+        forgetting.add(task)
+        task.add_done_callback(forgetting.discard)
 
     await Scrubber(store.layout, bytes_per_second, found).run()
 

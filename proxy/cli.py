@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from proxy import verify_cmd
 from proxy.app import make_store, run
 from proxy.config import SETTINGS, Config, ConfigError, build_config
 from proxy.logs import configure_logging
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the caching proxy")
     _add_settings(serve)
+    verify_cmd.add_parser(commands)
     demo = commands.add_parser(
         "demo", help="serve the bundled sample images through a cache in a temp directory"
     )
@@ -69,6 +71,8 @@ def _start(config: Config, store: Store) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "verify":
+        return verify_cmd.run(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     try:
         if args.command == "demo":

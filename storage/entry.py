@@ -21,6 +21,8 @@ MAX_META_BYTES = 1 << 20
 class CorruptEntry(Exception):
     """The file is not a complete entry (wrong size, bad footer, unreadable metadata)."""
 
+    file_id: Any = None  # which file was found corrupt, when known (storage.fileid.FileId)
+
 
 @dataclass(frozen=True)
 class EntryMeta:

@@ -72,25 +72,27 @@ class Index:
         db = self._conn()
         with _immediate(db):
             total = int(db.execute("SELECT coalesce(sum(size), 0) FROM entries").fetchone()[0])
-            excess = total + incoming - max_total
-            victims: list[str] = []
-            if excess <= 0:
-                return victims
-            for key, size in db.execute("SELECT key, size FROM entries ORDER BY used"):
-                victims.append(key)
-                excess -= size
-                if excess <= 0:
-                    break
-            db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in victims])
-            return victims
+            return self._take_lru(db, total + incoming - max_total)
 
-    def take_oldest(self, count: int) -> list[str]:
+    def take_bytes(self, needed: int) -> list[str]:
+        """Remove and return the least recently used entries whose sizes add up to at least
+        `needed` bytes (fewer if the index holds less)."""
         db = self._conn()
         with _immediate(db):
-            rows = db.execute("SELECT key FROM entries ORDER BY used LIMIT ?", (count,))
-            victims = [key for (key,) in rows]
-            db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in victims])
+            return self._take_lru(db, needed)
+
+    @staticmethod
+    def _take_lru(db: sqlite3.Connection, excess: int) -> list[str]:
+        victims: list[str] = []
+        if excess <= 0:
             return victims
+        for key, size in db.execute("SELECT key, size FROM entries ORDER BY used"):
+            victims.append(key)
+            excess -= size
+            if excess <= 0:
+                break
+        db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in victims])
+        return victims
 
     def take_expired(self, before: float, limit: int = 1000) -> list[str]:
         db = self._conn()

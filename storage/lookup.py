@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.entry import FOOTER, CorruptEntry, EntryMeta, parse_footer
+from storage.fileid import FileId
 
 # One read from the end usually holds footer and metadata together.
 TAIL_READ = 16 * 1024
@@ -43,6 +44,10 @@ def open_entry(path: Path) -> OpenEntry | None:
         if meta.body_length + meta_len + FOOTER.size != size:
             raise CorruptEntry(f"size {size} does not match body {meta.body_length}")
         return OpenEntry(fd, meta, size, (st.st_ino, st.st_mtime_ns))
+    except CorruptEntry as exc:
+        os.close(fd)
+        exc.file_id = FileId.of(st)  # so that only this very file is removed
+        raise
     except BaseException:
         os.close(fd)
         raise

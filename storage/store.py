@@ -14,18 +14,18 @@ from pathlib import Path
 import structlog
 
 from storage.entry import CorruptEntry, EntryMeta
+from storage.fileid import remove_if_unchanged
 from storage.index import Index
 from storage.keylock import KeyLock
 from storage.layout import Layout, variant_key_hash
 from storage.lookup import OpenEntry, open_entry
 from storage.temp import TempBody
+from storage.walk import iter_entry_files
 
 log = structlog.get_logger("pixcache.storage")
 
 # How long a statvfs reading of free space is trusted.
 FREE_SPACE_TTL = 1.0
-# Entries removed per round while free space is below the minimum.
-EVICT_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,18 @@ class Store:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(None, open_entry, path)
-        except (CorruptEntry, OSError) as exc:
+        except CorruptEntry as exc:
             log.warning("corrupt_entry", key_hash=key_hash, error=str(exc))
             self.corrupt_found += 1
             self.on_corrupt(key_hash, str(exc))
-            await self.remove(key_hash)
+            if exc.file_id is not None:
+                await loop.run_in_executor(None, remove_if_unchanged, path, exc.file_id)
+                await self.forget(key_hash)
+            return None
+        except OSError as exc:
+            # Our fault (descriptors, memory, permissions) or the disk's: a miss either way,
+            # but the entry itself may be fine, so it stays; `verify` judges it.
+            log.error("entry_unreadable", key_hash=key_hash, error=str(exc))
             return None
 
     def note_use(self, key_hash: str) -> None:
@@ -129,7 +136,7 @@ class Store:
             if meta.vary_fields != plan.marker_fields:
                 vary_id = uuid.uuid4().hex
             target = variant_key_hash(plan.primary, vary_id, meta.vary_values)
-        await self._make_room(meta.body_length)
+        await self._make_room(meta.file_size())
         await temp.commit(meta, self.layout.entry_path(target))
         await self._indexed(target, meta)
         if meta.vary_fields and vary_id != plan.marker_id:
@@ -154,6 +161,10 @@ class Store:
 
     async def remove(self, key_hash: str) -> None:
         await self._unlink([key_hash])
+        await self.forget(key_hash)
+
+    async def forget(self, key_hash: str) -> None:
+        """Drop the index row of an entry that is gone (removed as corrupt, say)."""
         await self._on_index(self.index.remove, [key_hash])
 
     # -- bounds ------------------------------------------------------------------------
@@ -172,8 +183,11 @@ class Store:
             self.index.take_expired, time.time() - self.bounds.stale_grace
         )
         await self._evict(expired, "expired")
-        while self.bounds.min_free and self._free_bytes(fresh=True) < self.bounds.min_free:
-            victims = await self._on_index(self.index.take_oldest, EVICT_BATCH)
+        while self.bounds.min_free:
+            shortfall = self.bounds.min_free - self._free_bytes(fresh=True)
+            if shortfall <= 0:
+                break
+            victims = await self._on_index(self.index.take_bytes, shortfall)
             if not victims:
                 break
             await self._evict(victims, "min-free")
@@ -194,19 +208,19 @@ class Store:
         known = self.index.keys()
         seen: set[str] = set()
         added = 0
-        for path in self.layout.entries.glob("??/*"):
+        for path in iter_entry_files(self.layout):
             key_hash = path.name
             seen.add(key_hash)
             if key_hash in known:
                 continue
             try:
                 entry = open_entry(path)
+                if entry is None:
+                    continue
+                os.close(entry.fd)
+                used = path.stat().st_mtime
             except (CorruptEntry, OSError):
-                continue  # verify and the hit path deal with corrupt files
-            if entry is None:
-                continue
-            os.close(entry.fd)
-            used = path.stat().st_mtime
+                continue  # gone meanwhile, or corrupt: verify and the hit path deal with it
             self.index.add(key_hash, entry.size, used, self.expiry_of(entry.meta))
             added += 1
         self.index.remove(known - seen)

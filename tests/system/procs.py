@@ -49,7 +49,11 @@ def start_origin(
     return proc, f"http://127.0.0.1:{int(line.split()[1])}"
 
 
-def start_pixcache(origin: str, cache_dir: Path, port: int, *extra: str) -> subprocess.Popen:
+def start_pixcache(
+    origin: str, cache_dir: Path, port: int, *extra: str, log: Path | None = None
+) -> subprocess.Popen:
+    """`pixcache serve` in its own process group; JSON log lines go to `log` if given."""
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -63,13 +67,15 @@ def start_pixcache(origin: str, cache_dir: Path, port: int, *extra: str) -> subp
             "--cache-dir",
             str(cache_dir),
             "--log-level",
-            "warning",
+            "info" if log is not None else "warning",
             *extra,
         ],
         cwd=REPO,
-        stdout=subprocess.DEVNULL,
+        stdout=out,
         start_new_session=True,
     )
+    if log is not None:
+        out.close()
     wait_for_port(port, proc)
     return proc
 
@@ -85,3 +91,26 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of `pid` (the workers of a pixcache master)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(child) for child in text]
+    return found
+
+
+def wait_for_children(
+    pid: int, count: int, timeout: float = 20, *, replacing: list[int] = ()
+) -> list[int]:
+    """Wait until `pid` has `count` children, none of them in `replacing` (killed ones
+    linger as zombies until the master reaps them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = children_of(pid)
+        if len(kids) == count and not set(kids) & set(replacing):
+            return kids
+        time.sleep(0.05)
+    raise TimeoutError(f"{pid} does not have {count} children")

@@ -4,14 +4,23 @@ and show that every object is then served complete and correct, never partial.""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
 
 from tests.fake_origin import pattern_bytes
-from tests.system.procs import free_port, start_origin, start_pixcache, stop
+from tests.system.procs import (
+    free_port,
+    start_origin,
+    start_pixcache,
+    stop,
+    wait_for_children,
+)
 
 OBJECTS = {f"/big{i}.jpg": (8 * 1024 * 1024 + i * 4099, i) for i in range(6)}
 ROUNDS = 4
@@ -69,3 +78,76 @@ async def test_sigkill_during_fills_never_leaves_a_partial_entry(tmp_path: Path)
             stop(proc)
     finally:
         stop(origin_proc)
+
+
+SMALL = {f"/w{i}.jpg": (2 * 1024 * 1024 + i * 977, 100 + i) for i in range(6)}
+
+
+async def _fetch_checked(url: str, expected: dict[str, bytes]) -> tuple[int, int]:
+    """Request every object twice concurrently; return (complete bodies, wrong bodies). A
+    response cut by a kill raises in the client and counts as neither."""
+    complete = wrong = 0
+    async with aiohttp.ClientSession() as client:
+
+        async def one(path: str) -> None:
+            nonlocal complete, wrong
+            try:
+                async with client.get(url + path) as resp:
+                    body = await resp.read()
+            except (aiohttp.ClientError, ConnectionError):
+                return
+            if resp.status == 200 and body == expected[path]:
+                complete += 1
+            else:
+                wrong += 1
+
+        await asyncio.gather(*(one(p) for p in expected for _ in range(2)))
+    return complete, wrong
+
+
+async def test_fifty_rounds_of_sigkill_with_two_workers_serve_no_wrong_body(
+    tmp_path: Path,
+) -> None:
+    expected = {path: pattern_bytes(size, seed) for path, (size, seed) in SMALL.items()}
+    # About 0.2 s per fill (32 chunks, 5 ms apart): kills land in the middle of fills.
+    origin_proc, origin_url = start_origin(SMALL, chunk_interval=0.005)
+    cache_dir = tmp_path / "cache"
+    rng = random.Random(50)
+    wrong_total = complete_total = 0
+    port = free_port()
+    proc = start_pixcache(origin_url, cache_dir, port, "--workers", "2")
+    try:
+        for round_no in range(50):
+            url = f"http://127.0.0.1:{port}"
+            task = asyncio.ensure_future(_fetch_checked(url, expected))
+            await asyncio.sleep(rng.uniform(0.02, 0.3))
+            if round_no % 5 == 4:  # the whole process group, then a restart
+                stop(proc, signal.SIGKILL)
+            else:  # one worker; the master replaces it
+                workers = wait_for_children(proc.pid, 2)
+                os.kill(rng.choice(workers), signal.SIGKILL)
+            complete, wrong = await task
+            complete_total += complete
+            wrong_total += wrong
+            if proc.poll() is not None:
+                port = free_port()
+                proc = start_pixcache(origin_url, cache_dir, port, "--workers", "2")
+            if (round_no + 1) % 10 == 0:
+                # Whatever is on disk now, stored by whichever process, is whole.
+                # Entries are purged so that the next rounds fill again.
+                for entry in (cache_dir / "entries").glob("??/*"):
+                    entry.unlink()
+        complete, wrong = await _fetch_checked(f"http://127.0.0.1:{port}", expected)
+        assert complete == len(expected) * 2
+        assert wrong_total + wrong == 0
+        assert complete_total > 0
+    finally:
+        stop(proc)
+        stop(origin_proc)
+    verify = subprocess.run(  # noqa: ASYNC221 - everything else has stopped
+        [sys.executable, "-m", "proxy", "verify", "--cache-dir", str(cache_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -1,0 +1,95 @@
+"""`--workers 2`: one origin request per key across both processes, and a worker that dies
+mid-fill releases its claim, is replaced, and leaves no temp files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from tests.fake_origin import pattern_bytes
+from tests.system.procs import (
+    free_port,
+    start_origin,
+    start_pixcache,
+    stop,
+    wait_for_children,
+    wait_for_port,
+)
+
+
+async def _origin_hits(origin_url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(origin_url + "/_hits") as resp:
+            return await resp.json()
+
+
+async def test_200_concurrent_cold_requests_over_two_workers_make_one_origin_request(
+    tmp_path: Path,
+) -> None:
+    size, seed = 512 * 1024, 21
+    origin_proc, origin_url = start_origin({"/one.jpg": (size, seed)}, delay=0.5)
+    port = free_port()
+    log = tmp_path / "pixcache.log"
+    proc = start_pixcache(origin_url, tmp_path / "cache", port, "--workers", "2", log=log)
+    try:
+        wait_for_children(proc.pid, 2)
+        # New connections each, so SO_REUSEPORT spreads them over both workers.
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as client:
+
+            async def one() -> tuple[int, bytes]:
+                async with client.get(f"http://127.0.0.1:{port}/one.jpg") as resp:
+                    return resp.status, await resp.read()
+
+            results = await asyncio.gather(*(one() for _ in range(200)))
+        expected = pattern_bytes(size, seed)
+        assert all(status == 200 and body == expected for status, body in results)
+        assert (await _origin_hits(origin_url)).get("/one.jpg") == 1
+    finally:
+        stop(proc)
+        stop(origin_proc)
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    served_by = Counter(e.get("worker") for e in events if e.get("event") == "request")
+    assert served_by[0] > 0 and served_by[1] > 0, served_by  # both workers took requests
+
+
+async def test_worker_killed_mid_fill_is_replaced_and_the_next_request_fetches_again(
+    tmp_path: Path,
+) -> None:
+    size, seed = 4 * 1024 * 1024, 5
+    # About 3 s per fill: 64 chunks of 64 KiB, 50 ms apart.
+    origin_proc, origin_url = start_origin({"/slow.jpg": (size, seed)}, chunk_interval=0.05)
+    port = free_port()
+    cache = tmp_path / "cache"
+    proc = start_pixcache(origin_url, cache, port, "--workers", "2")
+    try:
+        workers = wait_for_children(proc.pid, 2)
+        async with aiohttp.ClientSession() as client:
+            resp = await client.get(f"http://127.0.0.1:{port}/slow.jpg")
+            await resp.content.readexactly(100_000)  # the fill is under way
+            assert [p for p in (cache / "tmp").iterdir()], "a fill in flight has a temp file"
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            try:
+                await resp.read()
+                raise AssertionError("a response cut by a crash must not look complete")
+            except aiohttp.ClientPayloadError:
+                pass
+            resp.release()
+            wait_for_children(proc.pid, 2, replacing=workers)
+            wait_for_port(port, proc)
+            # The dead worker's temp file was removed, its key lock released.
+            assert list((cache / "tmp").iterdir()) == []
+            async with client.get(f"http://127.0.0.1:{port}/slow.jpg") as again:
+                assert again.status == 200
+                assert await again.read() == pattern_bytes(size, seed)
+        assert (await _origin_hits(origin_url)).get("/slow.jpg") == 2
+    finally:
+        stop(proc)
+        stop(origin_proc)
