@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -69,6 +70,8 @@ class Store:
         self.swept = 0
         self.evicted = 0
         self.corrupt_found = 0
+        # An index write failed: the next upkeep reconciles the index with the files.
+        self.index_stale = False
 
     # -- start -------------------------------------------------------------------------
     def prepare(self) -> int:
@@ -178,6 +181,9 @@ class Store:
 
     async def maintain(self) -> None:
         """Remove entries stale past their grace, and evict while free space is short."""
+        if self.index_stale:
+            self.index_stale = False
+            await self.reconcile()
         await self.flush_uses()
         expired = await self._on_index(
             self.index.take_expired, time.time() - self.bounds.stale_grace
@@ -197,7 +203,12 @@ class Store:
     async def flush_uses(self) -> None:
         if self._uses:
             uses, self._uses = self._uses, {}
-            await self._on_index(self.index.touch, list(uses.items()))
+            try:
+                await self._on_index(self.index.touch, list(uses.items()))
+            except sqlite3.Error:
+                # Keep them for the next round (newer uses of the same key win).
+                self._uses = uses | self._uses
+                raise
 
     async def reconcile(self) -> int:
         """Bring the index in line with the entry files (at start, in the background):
@@ -227,9 +238,15 @@ class Store:
         return added
 
     async def _indexed(self, key_hash: str, meta: EntryMeta) -> None:
-        await self._on_index(
-            self.index.add, key_hash, meta.file_size(), time.time(), self.expiry_of(meta)
-        )
+        """Index a committed entry. The entry is on disk whatever happens here: a failed
+        index write (its disk is full too) is logged and healed by the next reconcile."""
+        try:
+            await self._on_index(
+                self.index.add, key_hash, meta.file_size(), time.time(), self.expiry_of(meta)
+            )
+        except sqlite3.Error as exc:
+            self.index_stale = True
+            log.warning("index_write_failed", key_hash=key_hash, error=str(exc))
 
     async def _evict(self, key_hashes: list[str], why: str) -> None:
         if key_hashes:
