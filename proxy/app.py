@@ -18,6 +18,7 @@ from proxy.fills import Fills
 from proxy.handler import Handler
 from proxy.origins import make_origin
 from proxy.policy.freshness import Timing, time_to_live
+from proxy.policy.targeted import effective_headers
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
 from storage.scrub import Scrubber
@@ -29,12 +30,12 @@ UPKEEP_INTERVAL = 1.0
 STORE_KEY = web.AppKey("store", Store)
 
 
-def expiry_of(meta: EntryMeta) -> float:
+def expiry_of(meta: EntryMeta, targets: tuple[str, ...] = ()) -> float:
     """When an entry turns stale (RFC 9111 §4.2); Vary markers never do."""
     if meta.is_vary_marker:
         return float("inf")
     timing = Timing(meta.request_time, meta.response_time)
-    headers = CIMultiDict(meta.headers)
+    headers = effective_headers(CIMultiDict(meta.headers), targets)
     return meta.response_time + time_to_live(meta.status, headers, timing, meta.response_time)
 
 
@@ -44,7 +45,12 @@ def _count_corrupt(key_hash: str, reason: str) -> None:
 
 def make_store(config: Config) -> Store:
     bounds = Bounds(config.max_size, config.min_free, config.stale_grace)
-    return Store(config.cache_dir, bounds, expiry_of=expiry_of, on_corrupt=_count_corrupt)
+    return Store(
+        config.cache_dir,
+        bounds,
+        expiry_of=lambda meta: expiry_of(meta, config.targeted_fields),
+        on_corrupt=_count_corrupt,
+    )
 
 
 def build_app(config: Config, store: Store) -> web.Application:
@@ -55,10 +61,12 @@ def build_app(config: Config, store: Store) -> web.Application:
         store,
         max_object_size=config.max_object_size,
         lock_wait=config.deadlines.total,
+        targets=config.targeted_fields,
     )
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
-    app.router.add_route("*", "/{tail:.*}", Handler(store, origin, fills).__call__)
+    handler = Handler(store, origin, fills, grace=config.grace, targets=config.targeted_fields)
+    app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
         task = asyncio.get_running_loop().create_task(upkeep(store, config))

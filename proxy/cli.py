@@ -32,6 +32,9 @@ HELP = {
     "max_object_size": "larger objects are proxied, not stored, e.g. 512M (default: no limit)",
     "stale_grace": "seconds an entry is kept past its expiry (default 86400)",
     "scrub_rate": "bytes per second the scrubber re-verifies, e.g. 10M (default 0: off)",
+    "grace": "seconds a stale entry may be served while the origin fails (default 0)",
+    "cache_control_field": "targeted Cache-Control field for this cache, RFC 9213 "
+    "(default Pixcache-Cache-Control; CDN-Cache-Control is honoured after it)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",
     "log_level": "debug, info, warning or error",
 }

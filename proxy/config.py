@@ -55,6 +55,14 @@ class Config:
     max_object_size: int | None = None  # larger objects are proxied, not stored
     stale_grace: float = 86400.0  # seconds an entry is kept past its expiry
     scrub_rate: int = 0  # bytes per second the scrubber re-verifies; 0: off
+    grace: float = 0.0  # seconds of staleness servable while the origin fails
+    cache_control_field: str = "Pixcache-Cache-Control"  # RFC 9213 field for this cache
+
+    @property
+    def targeted_fields(self) -> tuple[str, ...]:
+        """RFC 9213 target list, most specific first."""
+        return (self.cache_control_field, "CDN-Cache-Control")
+
     log_format: str = "auto"  # auto (JSON unless stdout is a TTY), json or console
     log_level: str = "info"
 
@@ -94,6 +102,13 @@ def _positive_bytes(setting: str, raw: Any) -> int:
 
 def _non_negative_seconds(setting: str, raw: Any) -> float:
     return 0.0 if str(raw).strip() in ("0", "0.0") else _positive_seconds(setting, raw)
+
+
+def _field_name(setting: str, raw: Any) -> str:
+    text = str(raw).strip()
+    if not text or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in text):
+        raise ConfigError(setting, f"must be a header field name, got {raw!r}")
+    return text
 
 
 def _workers(setting: str, raw: Any) -> int:
@@ -165,6 +180,8 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_object_size": _positive_bytes,
     "stale_grace": _non_negative_seconds,
     "scrub_rate": _bytes,
+    "grace": _non_negative_seconds,
+    "cache_control_field": _field_name,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

@@ -57,3 +57,10 @@ class InternalError(ProxyError):
 
     status = 500
     event = "internal_error"
+
+
+class NotCached(ProxyError):
+    """RFC 9111 §5.2.1.7: only-if-cached and nothing stored may answer."""
+
+    status = 504
+    event = "not_cached"

@@ -15,7 +15,7 @@ import errno
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -23,7 +23,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import metrics
 from proxy.errors import ProxyError
 from proxy.origins.base import Origin, OriginResponse
+from proxy.policy.conditional import updated_headers, validators_for
 from proxy.policy.storable import Verdict, may_store
+from proxy.policy.targeted import effective_headers
 from proxy.policy.vary import vary_fields, vary_values
 from proxy.tail import Tail
 from storage.entry import EntryMeta
@@ -40,6 +42,14 @@ NOT_FORWARDED_ON_FILL = frozenset(
 
 
 @dataclass
+class Stale:
+    """A stored response to revalidate: a descriptor of its file (owned by the fill)."""
+
+    fd: int
+    meta: EntryMeta
+
+
+@dataclass
 class FillHead:
     status: int
     headers: CIMultiDictProxy[str]
@@ -50,6 +60,7 @@ class FillHead:
     timings: dict[str, float] = field(default_factory=dict)
     stored: bool = True  # admitted to the store (it may still be dropped later)
     detail: str = ""
+    origin_status: int = 0  # what the origin answered, when not `status` (a 304)
 
     @property
     def shared(self) -> bool:
@@ -70,6 +81,7 @@ class Fill:
         request_headers: CIMultiDictProxy[str],
         fetch_headers: CIMultiDict[str],
         seen: tuple[int, int] | None = None,
+        stale: Stale | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.key = key
@@ -79,6 +91,8 @@ class Fill:
         self.fetch_headers = fetch_headers
         # The identity of the entry the lookup saw (None: none), to tell a newer commit.
         self.seen = seen
+        # The stored response this fill revalidates (RFC 9111 §4.3), if any; owned here.
+        self.stale = stale
         self.head: asyncio.Future[FillHead | object] = loop.create_future()
         # The leader's claim on a response that is not shareable.
         self.leader_slot: asyncio.Future[OriginResponse] = loop.create_future()
@@ -95,6 +109,7 @@ class Fill:
         # Called when the fill stops storing: it must then leave the registry.
         self.on_unstored: Callable[[Fill], None] = lambda fill: None
         self._progress = asyncio.Event()
+        self._task_done = False
 
     # -- for readers -------------------------------------------------------------------
     def open_reader(self) -> int | None:
@@ -115,15 +130,28 @@ class Fill:
         event.set()
 
     # -- the fill itself ---------------------------------------------------------------
-    async def run(self, origin: Origin, store: Store, max_object_size: int | None) -> None:
+    async def run(
+        self,
+        origin: Origin,
+        store: Store,
+        max_object_size: int | None,
+        targets: tuple[str, ...] = (),
+    ) -> None:
         request_time = time.time()
+        fetch_headers = self.fetch_headers
+        if self.stale is not None:
+            fetch_headers = CIMultiDict(fetch_headers)
+            fetch_headers.extend(validators_for(CIMultiDict(self.stale.meta.headers)))
         try:
-            response = await origin.fetch("GET", self.key, self.fetch_headers)
+            response = await origin.fetch("GET", self.key, fetch_headers)
         except ProxyError as exc:
             return self._fail(exc)
         response_time = time.time()
+        if response.status == 304 and self.stale is not None:
+            return await self._freshen(store, response, request_time, response_time)
         fields = vary_fields(response.headers)
-        verdict = may_store("GET", self.request_headers, response.status, response.headers)
+        policy_headers = effective_headers(response.headers, targets)
+        verdict = may_store("GET", self.request_headers, response.status, policy_headers)
         head = FillHead(
             response.status,
             response.headers,
@@ -216,6 +244,40 @@ class Fill:
             log.warning("commit_failed", key=self.key, error=repr(exc))
             self.temp.discard()
 
+    async def _freshen(
+        self, store: Store, response: OriginResponse, request_time: float, response_time: float
+    ) -> None:
+        """A 304: the stored response is still good. Update its headers (RFC 9111 §4.3.4),
+        store that, and serve the stored body to every waiter."""
+        assert self.stale is not None
+        await response.close()
+        old = self.stale.meta
+        headers = updated_headers(CIMultiDict(old.headers), response.headers)
+        meta = replace(old, headers=headers, request_time=request_time, response_time=response_time)
+        if not self.invalidated:
+            try:
+                await store.refresh(self.coalesce_key, self.stale.fd, meta)
+                self.committed = True
+            except Exception as exc:  # noqa: BLE001 - the waiters are served all the same
+                log.warning("refresh_failed", key=self.key, error=repr(exc))
+        self.read_fd = os.dup(self.stale.fd)
+        self.file_bytes = old.body_length
+        self.head.set_result(
+            FillHead(
+                old.status,
+                CIMultiDictProxy(CIMultiDict(headers)),
+                old.body_length,
+                Verdict(True),
+                old.vary_fields,
+                old.vary_values,
+                response.timings,
+                detail="revalidated",
+                origin_status=response.status,
+            )
+        )
+        self.finished = True
+        self._notify()
+
     def claim_for_leader(self) -> OriginResponse:
         """The unshared response, for the client that started the fill (only it)."""
         return self.leader_slot.result()
@@ -253,15 +315,33 @@ class Fill:
         else:
             self.leader_slot.set_result(response)
 
+    def join(self) -> int:
+        """A reader joins (before or after the head arrived); give it back with `leave`."""
+        return self.tail.join()
+
+    def leave(self, reader: int) -> None:
+        self.tail.leave(reader)
+        if self._task_done and not self.tail.readers:
+            self._release_files()
+
     def close(self) -> None:
-        """The fill task ended: drop what only it held. Readers keep their own dups."""
+        """The fill task ended: drop the temp file; the descriptors readers open theirs
+        from stay until the last reader has left."""
+        self._task_done = True
         if not self.finished:
             self._fail(ProxyError("pixcache is shutting down"))
         if self.temp is not None:
             self.temp.discard()
+        if not self.tail.readers:
+            self._release_files()
+
+    def _release_files(self) -> None:
         if self.read_fd is not None:
             os.close(self.read_fd)
             self.read_fd = None
+        if self.stale is not None:
+            os.close(self.stale.fd)
+            self.stale = None
 
 
 def _storage_fault(exc: OSError) -> str:

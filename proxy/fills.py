@@ -25,11 +25,18 @@ LOCK_POLL_MAX = 0.05
 
 class Fills:
     def __init__(
-        self, origin: Origin, store: Store, *, max_object_size: int | None, lock_wait: float
+        self,
+        origin: Origin,
+        store: Store,
+        *,
+        max_object_size: int | None,
+        lock_wait: float,
+        targets: tuple[str, ...] = (),
     ) -> None:
         self.origin = origin
         self.store = store
         self.max_object_size = max_object_size
+        self.targets = targets
         # How long a fill waits for another process's fill of the same key before it
         # fetches anyway: availability wins over deduplication past the origin deadline.
         self.lock_wait = lock_wait
@@ -44,8 +51,8 @@ class Fills:
         current = self.in_flight.get(fill.coalesce_key)
         if current is not None and current.joinable:
             current.waiters += 1
-            return current, False, current.tail.join()
-        reader = fill.tail.join()
+            return current, False, current.join()
+        reader = fill.join()
         self.in_flight[fill.coalesce_key] = fill
         task = asyncio.get_running_loop().create_task(self._run(fill))
         self._tasks.add(task)
@@ -71,7 +78,7 @@ class Fills:
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
                 fill.retry_lookup()
                 return
-            await fill.run(self.origin, self.store, self.max_object_size)
+            await fill.run(self.origin, self.store, self.max_object_size, self.targets)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters

@@ -14,15 +14,16 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import InternalError, ProxyError
-from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead
+from proxy.errors import InternalError, NotCached, ProxyError
+from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
 from proxy.fills import Fills
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
 from proxy.policy.freshness import Timing, current_age, freshness_lifetime
 from proxy.policy.hop_by_hop import end_to_end, with_via
-from proxy.policy.storable import may_serve_stored, needs_revalidation
+from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
+from proxy.policy.targeted import effective_headers
 from proxy.policy.vary import vary_matches, vary_values
 from proxy.respond import (
     RESPONSE_KEY,
@@ -30,8 +31,8 @@ from proxy.respond import (
     ClientGone,
     abort,
     client_headers,
-    send_growing,
-    send_stored,
+    send_entry,
+    send_filling,
     send_stream,
     start,
 )
@@ -54,6 +55,13 @@ class Lookup:
     coalesce_key: str
     plan: VaryPlan
     fwd: str  # why we go forward if we do: uri-miss, vary-miss, stale, request
+    stale_if_error: float = 0.0  # the entry may still serve if the origin fails
+
+    def take(self) -> OpenEntry:
+        """Hand the open entry on (its new owner closes it)."""
+        entry, self.entry = self.entry, None
+        assert entry is not None
+        return entry
 
 
 @dataclass
@@ -67,10 +75,20 @@ class Served:
 
 
 class Handler:
-    def __init__(self, store: Store, origin: Origin, fills: Fills) -> None:
+    def __init__(
+        self,
+        store: Store,
+        origin: Origin,
+        fills: Fills,
+        *,
+        grace: float = 0.0,
+        targets: tuple[str, ...] = (),
+    ) -> None:
         self.store = store
         self.origin = origin
         self.fills = fills
+        self.grace = grace  # seconds a stale entry may serve while the origin fails
+        self.targets = targets  # RFC 9213 targeted fields, most specific first
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         began = time.monotonic()
@@ -95,27 +113,49 @@ class Handler:
         primary = primary_key_hash(key)
         for _ in range(LOOKUPS):
             found = await self.lookup(primary, request)
-            if found.entry is not None:
-                decision = self.decide(request, found.entry)
-                if isinstance(decision, CacheStatus):
-                    self.store.note_use(primary)
-                    self.store.note_use(found.coalesce_key)
-                    return await self.serve_hit(request, found.entry, decision)
-                found.fwd = decision
-                os.close(found.entry.fd)
-            if "no-store" in cache_control_of(request.headers):
-                # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
-                cache = CacheStatus(fwd="request", detail="no-store")
-                return await self.relay(request, key, cache)
-            if "authorization" in request.headers:
-                # §3.5: an authorized response is not shared unless it says so; fetch alone.
-                cache = CacheStatus(fwd="bypass", detail="authorization")
-                return await self.relay(request, key, cache)
-            served = await self.fill_and_serve(request, key, found)
+            try:
+                served = await self.answer(request, key, primary, found)
+            finally:
+                if found.entry is not None:  # not handed on to be served
+                    os.close(found.entry.fd)
             if served is not None:
                 return served
         # Other processes kept replacing the entry under us; stop deduplicating this one.
         return await self.relay(request, key, CacheStatus(fwd=found.fwd, detail="contended"))
+
+    async def answer(
+        self, request: web.Request, key: str, primary: str, found: Lookup
+    ) -> Served | None:
+        """Serve from the entry found, or go forward; None to look up again."""
+        if found.entry is not None:
+            reuse = self.decide(request, found.entry)
+            if reuse.action in (Action.FRESH, Action.STALE_OK, Action.STALE_REFRESH):
+                self.store.note_use(primary)
+                self.store.note_use(found.coalesce_key)
+                cache = CacheStatus(hit=True, ttl=reuse.ttl)
+                if reuse.action is Action.STALE_REFRESH:
+                    # RFC 5861 §3: serve stale now, revalidate in the background.
+                    self.refresh_in_background(request, key, found)
+                    cache = CacheStatus(hit=True, ttl=reuse.ttl, detail="stale-while-revalidate")
+                return await self.serve_hit(request, found.take(), cache)
+            found.fwd = reuse.fwd
+            if reuse.action is Action.UNUSABLE:
+                return await self.relay(
+                    request, key, CacheStatus(fwd="request", detail="authorization")
+                )
+            found.stale_if_error = reuse.stale_if_error
+        if only_if_cached(request.headers):
+            # RFC 9111 §5.2.1.7: no stored response that may be used: 504, never a forward.
+            return await self.error(
+                request, NotCached("only-if-cached"), CacheStatus(fwd=found.fwd)
+            )
+        if "no-store" in cache_control_of(request.headers):
+            # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
+            return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
+        if "authorization" in request.headers:
+            # §3.5: an authorized response is not shared unless it says so; fetch it alone.
+            return await self.relay(request, key, CacheStatus(fwd="bypass", detail="authorization"))
+        return await self.fill_and_serve(request, key, found)
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
         """The stored entry that matches the request, following a Vary marker (§4.1)."""
@@ -136,20 +176,14 @@ class Handler:
             return Lookup(None, variant, plan, "vary-miss")
         return Lookup(selected, variant, plan, "")
 
-    def decide(self, request: web.Request, entry: OpenEntry) -> CacheStatus | str:
-        """A hit's Cache-Status, or why the entry cannot be used (RFC 9111 §4)."""
-        stored = CIMultiDict(entry.meta.headers)
-        if not may_serve_stored(request.headers, stored).ok:
-            return "request"
-        timing = Timing(entry.meta.request_time, entry.meta.response_time)
-        now = time.time()
-        age = current_age(stored, timing, now)
-        ttl = freshness_lifetime(entry.meta.status, stored, timing) - age
-        if needs_revalidation(request.headers, stored):
-            return "request"
-        if ttl <= 0:  # §4.2: fresh only while the lifetime exceeds the current age
-            return "stale"
-        return CacheStatus(hit=True, ttl=ttl)
+    def decide(self, request: web.Request, entry: OpenEntry) -> Reuse:
+        """How the stored response may answer this request (RFC 9111 §4, RFC 5861)."""
+        meta = entry.meta
+        stored = effective_headers(CIMultiDict(meta.headers), self.targets)
+        timing = Timing(meta.request_time, meta.response_time)
+        return decide_reuse(
+            meta.status, stored, timing, request.headers, time.time(), grace=self.grace
+        )
 
     async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
         meta = entry.meta
@@ -158,29 +192,45 @@ class Handler:
             stored = CIMultiDict(meta.headers)
             age = int(current_age(stored, timing, time.time()))
             headers = client_headers(stored, cache.render(), age=age)
-            response = await start(request, meta.status, headers, meta.body_length)
-            await send_stored(request, response, entry.fd, meta.body_length)
+            status = await send_entry(request, meta.status, headers, entry.fd, meta.body_length)
         finally:
             os.close(entry.fd)
-        return Served(meta.status, cache)
+        return Served(status, cache)
+
+    def refresh_in_background(self, request: web.Request, key: str, found: Lookup) -> None:
+        assert found.entry is not None
+        fill, _, reader = self.fills.join_or_start(self._fill_for(request, key, found))
+        fill.leave(reader)  # nobody reads this one; it only refreshes the entry
+        fill.release_leader()
+
+    def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
+        fetch_headers = _forwarded_headers(request, drop=NOT_FORWARDED_ON_FILL)
+        entry = found.entry
+        seen = entry.identity if entry is not None else None
+        stale = None
+        if entry is not None and has_validators(CIMultiDict(entry.meta.headers)):
+            stale = Stale(os.dup(entry.fd), entry.meta)  # RFC 9111 §4.3.1: validate it
+        return Fill(
+            key, found.coalesce_key, found.plan, request.headers, fetch_headers, seen, stale
+        )
 
     async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
         """Join or start the key's fill and stream its response; None when another process
         committed the key meanwhile and the caller should look it up again."""
-        fetch_headers = _forwarded_headers(request, drop=NOT_FORWARDED_ON_FILL)
-        seen = found.entry.identity if found.entry is not None else None
-        candidate = Fill(key, found.coalesce_key, found.plan, request.headers, fetch_headers, seen)
-        fill, leader, reader = self.fills.join_or_start(candidate)
+        fill, leader, reader = self.fills.join_or_start(self._fill_for(request, key, found))
         try:
             try:
                 head = await asyncio.shield(fill.head)
             except ProxyError as exc:
-                return await self.error(
-                    request, exc, CacheStatus(fwd=found.fwd, collapsed=not leader)
-                )
+                if found.stale_if_error:
+                    return await self.serve_stale_on_error(request, found, None)
+                cache = CacheStatus(fwd=found.fwd, collapsed=not leader)
+                return await self.error(request, exc, cache)
             if head is RETRY:
                 return None
             assert isinstance(head, FillHead)
+            if head.status >= 500 and found.stale_if_error:
+                return await self.serve_stale_on_error(request, found, head.status)
             if not head.shared:
                 cache = CacheStatus(
                     fwd=found.fwd, fwd_status=head.status, detail=head.verdict.reason
@@ -193,27 +243,44 @@ class Handler:
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
             cache = CacheStatus(
                 fwd=found.fwd,
-                fwd_status=head.status,
+                fwd_status=head.origin_status or head.status,
                 stored=head.stored,
                 collapsed=not leader,
-                ttl=_ttl_of(head),
+                ttl=self._ttl_of(head),
                 detail=head.detail or None,
             )
-            response = await start(
-                request,
-                head.status,
-                client_headers(head.headers, cache.render()),
-                head.content_length,
-            )
+            headers = client_headers(head.headers, cache.render())
             try:
-                await send_growing(request, response, fill, reader)
+                status = await send_filling(
+                    request, head.status, headers, head.content_length, fill, reader
+                )
             except ProxyError as exc:
                 return Served(head.status, cache, head.timings, exc)
-            return Served(head.status, cache, head.timings)
+            return Served(status, cache, head.timings)
         finally:
-            fill.tail.leave(reader)
+            fill.leave(reader)
             if leader:
                 fill.release_leader()
+
+    async def serve_stale_on_error(
+        self, request: web.Request, found: Lookup, status: int | None
+    ) -> Served:
+        """RFC 5861 §4 (or the operator's grace): the origin failed, the stale entry serves."""
+        assert found.entry is not None
+        cache = CacheStatus(
+            hit=True,
+            fwd="stale",
+            fwd_status=status,
+            ttl=self.decide(request, found.entry).ttl,
+            detail="stale-if-error",
+        )
+        return await self.serve_hit(request, found.take(), cache)
+
+    def _ttl_of(self, head: FillHead) -> float:
+        now = time.time()
+        timing = Timing(now, now)
+        headers = effective_headers(head.headers, self.targets)
+        return freshness_lifetime(head.status, headers, timing) - current_age(headers, timing, now)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer; nothing is stored."""
@@ -293,14 +360,6 @@ def _forwarded_headers(
     headers = end_to_end(request.headers, drop=drop | {"host"})
     with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
     return headers
-
-
-def _ttl_of(head: FillHead) -> float:
-    now = time.time()
-    timing = Timing(now, now)
-    return freshness_lifetime(head.status, head.headers, timing) - current_age(
-        head.headers, timing, now
-    )
 
 
 def _log_request(request: web.Request, served: Served, began: float) -> None:

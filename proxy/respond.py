@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.errors import ProxyError
 from proxy.fill import Fill
+from proxy.policy.conditional import if_range_allows, not_modified, not_modified_headers
 from proxy.policy.directives import Headers
 from proxy.policy.hop_by_hop import end_to_end, with_via
+from proxy.policy.ranges import ByteRange, Unsatisfiable, parse_range
 from proxy.sendfile import send_range
+
+log = structlog.get_logger("pixcache.respond")
 
 VIA = "pixcache"
 # Framing is ours to set per hop; Date/Server must not be replaced by aiohttp's.
@@ -78,13 +84,13 @@ def _transport(request: web.BaseRequest) -> asyncio.Transport:
 
 
 async def send_stored(
-    request: web.BaseRequest, response: web.StreamResponse, fd: int, length: int
+    request: web.BaseRequest, response: web.StreamResponse, fd: int, offset: int, length: int
 ) -> None:
-    """The body of a hit, by sendfile."""
+    """Bytes of a stored body, by sendfile."""
     if request.method == "HEAD":
         return
     try:
-        await send_range(_transport(request), fd, 0, length)
+        await send_range(_transport(request), fd, offset, length)
         await response.write_eof()
     except (ConnectionError, EOFError) as exc:
         abort(request)
@@ -92,31 +98,45 @@ async def send_stored(
 
 
 async def send_growing(
-    request: web.BaseRequest, response: web.StreamResponse, fill: Fill, reader: int
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    fill: Fill,
+    reader: int,
+    first: int = 0,
+    count: int | None = None,
 ) -> None:
-    """The body of a fill in flight: from its temp file as it grows, then from its
-    in-memory tail if the fill had to stop storing."""
+    """Bytes [first, first + count) of a fill's body (all of it when count is None), as
+    they arrive: from its temp file as it grows, then from its in-memory tail if the fill
+    had to stop storing."""
     if request.method == "HEAD":
         return
     fd = fill.open_reader()
-    sent = 0
+    pos = first
+    end = None if count is None else first + count
     try:
-        while True:
-            in_file = fill.file_bytes
-            if fd is not None and sent < in_file:
-                await _copy(request, response, fd, sent, in_file - sent)
-                sent = in_file
-                fill.tail.advance(reader, sent)
+        while end is None or pos < end:
+            limit = fill.file_bytes if end is None else min(fill.file_bytes, end)
+            if fd is not None and pos < limit:
+                await _copy(request, response, fd, pos, limit - pos)
+                pos = limit
+                fill.tail.advance(reader, pos)
                 continue
-            if fill.tail.active and (data := fill.tail.read(sent)):
+            if fill.tail.active and (data := fill.tail.read(pos)):
+                data = data if end is None else data[: end - pos]
                 await response.write(data)
-                sent += len(data)
-                fill.tail.advance(reader, sent)
+                pos += len(data)
+                fill.tail.advance(reader, pos)
                 continue
             if fill.error is not None:
                 abort(request)
                 raise fill.error
             if fill.finished:
+                declared = response.content_length
+                if end is not None or (declared is not None and pos < declared):
+                    # Fewer bytes than promised can only be sent as a cut connection.
+                    log.error("body_short_of_length", sent=pos, declared=declared)
+                    abort(request)
+                    raise ClientGone()
                 break
             await fill.wait_progress()
         await response.write_eof()
@@ -126,6 +146,137 @@ async def send_growing(
     finally:
         if fd is not None:
             os.close(fd)
+
+
+async def send_entry(
+    request: web.BaseRequest, status: int, headers: CIMultiDict[str], fd: int, length: int
+) -> int:
+    """A stored response: 304 to a matching conditional request (RFC 9110 §13.1), 206 or
+    multipart/byteranges or 416 to a Range (§14), else all of it. Returns the status sent."""
+    if status == 200 and not_modified(request.headers, headers):
+        return await _send_not_modified(request, headers)
+    if status == 200:
+        headers.setdefault("Accept-Ranges", "bytes")
+    try:
+        ranges = _requested_ranges(request, status, headers, length)
+    except Unsatisfiable:
+        return await _send_unsatisfiable(request, headers, length)
+    if ranges is None:
+        response = await start(request, status, headers, length)
+        await send_stored(request, response, fd, 0, length)
+        return status
+    if len(ranges) == 1:
+        headers["Content-Range"] = ranges[0].content_range(length)
+        response = await start(request, 206, headers, ranges[0].length)
+        await send_stored(request, response, fd, ranges[0].start, ranges[0].length)
+        return 206
+    await _send_multipart(request, headers, fd, length, ranges)
+    return 206
+
+
+async def send_filling(
+    request: web.BaseRequest,
+    status: int,
+    headers: CIMultiDict[str],
+    length: int | None,
+    fill: Fill,
+    reader: int,
+) -> int:
+    """A response whose body is still arriving. A single Range is answered as soon as its
+    bytes are in (§14: a multi-range request gets the whole body, which the RFC allows)."""
+    if status == 200 and not_modified(request.headers, headers):
+        return await _send_not_modified(request, headers)
+    ranges = None
+    if length is not None:
+        try:
+            ranges = _requested_ranges(request, status, headers, length)
+        except Unsatisfiable:
+            return await _send_unsatisfiable(request, headers, length)
+    if ranges is not None and len(ranges) == 1:
+        headers["Content-Range"] = ranges[0].content_range(length or 0)
+        response = await start(request, 206, headers, ranges[0].length)
+        await send_growing(request, response, fill, reader, ranges[0].start, ranges[0].length)
+        return 206
+    response = await start(request, status, headers, length)
+    await send_growing(request, response, fill, reader)
+    return status
+
+
+def _requested_ranges(
+    request: web.BaseRequest, status: int, headers: CIMultiDict[str], length: int
+) -> list[ByteRange] | None:
+    """RFC 9110 §14.2: Range applies to GET of a 200, and only if If-Range still matches."""
+    if status != 200 or request.method != "GET" or "range" not in request.headers:
+        return None
+    if not if_range_allows(request.headers, headers):
+        return None
+    return parse_range(request.headers.get("Range"), length)
+
+
+async def _send_not_modified(request: web.BaseRequest, headers: CIMultiDict[str]) -> int:
+    out = not_modified_headers(headers)
+    for name in ("Via", "Cache-Status"):
+        for value in headers.getall(name, ()):
+            out.add(name, value)
+    response = await start(request, 304, out, None)
+    await _finish(request, response)
+    return 304
+
+
+async def _send_unsatisfiable(
+    request: web.BaseRequest, headers: CIMultiDict[str], length: int
+) -> int:
+    """§15.5.17: 416 with the current length in Content-Range."""
+    out = CIMultiDict((n, v) for n, v in headers.items() if n.lower() in _KEPT_ON_416)
+    out["Content-Range"] = f"bytes */{length}"
+    response = await start(request, 416, out, 0)
+    await _finish(request, response)
+    return 416
+
+
+_KEPT_ON_416 = frozenset({"date", "etag", "last-modified", "cache-control", "via", "cache-status"})
+
+
+async def _send_multipart(
+    request: web.BaseRequest,
+    headers: CIMultiDict[str],
+    fd: int,
+    length: int,
+    ranges: list[ByteRange],
+) -> None:
+    """§14.6: multipart/byteranges, each part with its Content-Type and Content-Range."""
+    boundary = secrets.token_hex(16)
+    part_type = headers.get("Content-Type")
+    heads = [
+        (
+            f"\r\n--{boundary}\r\n"
+            + (f"Content-Type: {part_type}\r\n" if part_type else "")
+            + f"Content-Range: {r.content_range(length)}\r\n\r\n"
+        ).encode()
+        for r in ranges
+    ]
+    closing = f"\r\n--{boundary}--\r\n".encode()
+    total = sum(len(h) + r.length for h, r in zip(heads, ranges, strict=True)) + len(closing)
+    headers["Content-Type"] = f"multipart/byteranges; boundary={boundary}"
+    response = await start(request, 206, headers, total)
+    if request.method == "HEAD":
+        return
+    try:
+        for head, byte_range in zip(heads, ranges, strict=True):
+            await response.write(head)
+            await send_range(_transport(request), fd, byte_range.start, byte_range.length)
+        await response.write(closing)
+        await response.write_eof()
+    except (ConnectionError, EOFError) as exc:
+        abort(request)
+        raise ClientGone() from exc
+
+
+async def _finish(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    try:
+        await response.write_eof()
+    except ConnectionError as exc:
+        raise ClientGone() from exc
 
 
 async def _copy(

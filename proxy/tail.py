@@ -35,6 +35,10 @@ class Tail:
         self._positions[self._next_reader] = 0
         return self._next_reader
 
+    @property
+    def readers(self) -> int:
+        return len(self._positions)
+
     def leave(self, reader: int) -> None:
         self._positions.pop(reader, None)
         self._trim()

@@ -162,6 +162,18 @@ class Store:
                 marker.discard()
             await self._indexed(plan.primary, marker_meta)
 
+    async def refresh(self, key_hash: str, src_fd: int, meta: EntryMeta) -> None:
+        """Store `meta` (freshened headers, RFC 9111 §4.3.4) over the entry whose body is
+        `src_fd`, through the same atomic commit; the body is copied and re-hashed, so a
+        body that rotted since it was stored is refused, never refreshed."""
+        temp = self.begin()
+        try:
+            await temp.copy_from(src_fd, meta.body_length)
+            await temp.commit(meta, self.layout.entry_path(key_hash))
+        finally:
+            temp.discard()
+        await self._indexed(key_hash, meta)
+
     async def remove(self, key_hash: str) -> None:
         await self._unlink([key_hash])
         await self.forget(key_hash)

@@ -12,6 +12,9 @@ from storage.commit import CommitRefused, commit_entry
 from storage.entry import EntryMeta
 
 
+COPY_CHUNK = 1 << 20
+
+
 class TempBody:
     """Appends chunks to a temp file in the cache's tmp directory and hashes them.
 
@@ -36,6 +39,22 @@ class TempBody:
         await asyncio.get_running_loop().run_in_executor(None, _write_all, self.fd, chunk)
         self._hash.update(chunk)
         self.written += len(chunk)
+
+    async def copy_from(self, src_fd: int, length: int) -> None:
+        """Append `length` bytes of another file (a stored body being refreshed), hashing
+        them on the way, in one thread call."""
+        await asyncio.get_running_loop().run_in_executor(None, self._copy, src_fd, length)
+
+    def _copy(self, src_fd: int, length: int) -> None:
+        offset = 0
+        while offset < length:
+            chunk = os.pread(src_fd, min(COPY_CHUNK, length - offset), offset)
+            if not chunk:
+                raise EOFError("source shorter than its stored length")
+            _write_all(self.fd, chunk)
+            self._hash.update(chunk)
+            offset += len(chunk)
+        self.written += length
 
     @property
     def sha256(self) -> str:

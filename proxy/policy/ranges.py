@@ -1,0 +1,63 @@
+"""Byte ranges (RFC 9110 §14)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# More ranges than this in one request are ignored and the whole body is sent (§14.2 lets a
+# server ignore a Range; many small or overlapping ranges are a known abuse).
+MAX_RANGES = 16
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive, as in Content-Range
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    def content_range(self, total: int) -> str:
+        return f"bytes {self.start}-{self.end}/{total}"
+
+
+class Unsatisfiable(Exception):
+    """§15.5.17: none of the ranges overlaps the representation: 416."""
+
+
+def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
+    """The satisfiable ranges of a Range field, or None to ignore it (absent, not bytes,
+    or invalid: §14.2 says to ignore a Range that cannot be parsed). Raises Unsatisfiable."""
+    if value is None:
+        return None
+    unit, sep, spec = value.strip().partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    parts = [p.strip() for p in spec.split(",")]
+    if not parts or len(parts) > MAX_RANGES:
+        return None
+    ranges: list[ByteRange] = []
+    for part in parts:
+        first, dash, last = part.partition("-")
+        first, last = first.strip(), last.strip()
+        if not dash or (first and not first.isdigit()) or (last and not last.isdigit()):
+            return None
+        if not first:  # suffix-range: the last N bytes (§14.1.2)
+            if not last:
+                return None
+            suffix = int(last)
+            if suffix == 0 or length == 0:
+                continue
+            ranges.append(ByteRange(max(0, length - suffix), length - 1))
+            continue
+        start = int(first)
+        end = length - 1 if not last else min(int(last), length - 1)
+        if last and int(last) < start:
+            return None  # §14.1.1: an invalid range-spec makes the whole field invalid
+        if start >= length:
+            continue  # unsatisfiable on its own
+        ranges.append(ByteRange(start, end))
+    if not ranges:
+        raise Unsatisfiable()
+    return ranges
