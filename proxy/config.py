@@ -61,7 +61,7 @@ class Config:
     @property
     def targeted_fields(self) -> tuple[str, ...]:
         """RFC 9213 target list, most specific first."""
-        return (self.cache_control_field, "CDN-Cache-Control")
+        return (self.cache_control_field, "CDN-Cache-Control", "Surrogate-Control")
 
     log_format: str = "auto"  # auto (JSON unless stdout is a TTY), json or console
     log_level: str = "info"

@@ -22,8 +22,9 @@ from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
 from proxy.policy.freshness import Timing, current_age, freshness_lifetime
 from proxy.policy.hop_by_hop import end_to_end, with_via
+from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
-from proxy.policy.targeted import effective_headers
+from proxy.policy.targeted import SURROGATE_CAPABILITY, effective_headers
 from proxy.policy.vary import vary_matches, vary_values
 from proxy.respond import (
     RESPONSE_KEY,
@@ -320,10 +321,11 @@ class Handler:
             )
         except ProxyError as exc:
             return await self.error(request, exc, cache)
-        if request.method not in SAFE_METHODS and response.status < 400:
-            primary = primary_key_hash(key)
-            self.fills.invalidate(primary)
-            await self.store.remove(primary)
+        if request.method not in SAFE_METHODS and 200 <= response.status < 400:
+            for path_qs in invalidated_targets(key, request.host, response.headers):
+                primary = primary_key_hash(path_qs)
+                self.fills.invalidate(primary)
+                await self.store.remove(primary)
         return await self.relay_response(request, response, cache)
 
     async def error(self, request: web.Request, exc: ProxyError, cache: CacheStatus) -> Served:
@@ -356,9 +358,11 @@ def _forwarded_headers(
     request: web.Request, *, drop: frozenset[str] = frozenset()
 ) -> CIMultiDict[str]:
     """RFC 9110 §7.6: strip hop-by-hop fields and add Via. Host names the origin, which the
-    client library sets from the configured URL."""
+    client library sets from the configured URL. Surrogate-Capability tells the origin
+    that Surrogate-Control directives may target us (Edge Architecture 1.0)."""
     headers = end_to_end(request.headers, drop=drop | {"host"})
     with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
+    headers.add("Surrogate-Capability", SURROGATE_CAPABILITY)
     return headers
 
 

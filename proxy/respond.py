@@ -26,7 +26,8 @@ log = structlog.get_logger("pixcache.respond")
 
 VIA = "pixcache"
 # Framing is ours to set per hop; Date/Server must not be replaced by aiohttp's.
-DROP_FROM_STORED = frozenset({"content-length"})
+# Surrogate-Control is for caches like us and is consumed here (Edge Architecture 1.0).
+DROP_FROM_STORED = frozenset({"content-length", "surrogate-control"})
 # Read size when a body cannot go by sendfile.
 COPY_CHUNK = 256 * 1024
 

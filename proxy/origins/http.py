@@ -31,7 +31,7 @@ from proxy.config import Deadlines
 from proxy.errors import IncompleteBody, OriginTimeout, OriginUnavailable
 from proxy.origins.base import OriginResponse
 
-BODY_READ_SIZE = 256 * 1024
+KEEPALIVE_SECONDS = 4.0
 
 
 class _StageTimeout(Exception):
@@ -120,7 +120,14 @@ class HttpOrigin:
             trace = aiohttp.TraceConfig()
             trace.on_request_headers_sent.append(_on_request_sent)
             self._session = aiohttp.ClientSession(
-                connector=_StagedConnector(ssl=self._ssl, limit=0, ttl_dns_cache=60),
+                connector=_StagedConnector(
+                    ssl=self._ssl,
+                    limit=0,
+                    ttl_dns_cache=60,
+                    # Shorter than the idle timeouts origins commonly use (5 s and up), so
+                    # we do not send a request on a connection the origin is closing.
+                    keepalive_timeout=KEEPALIVE_SECONDS,
+                ),
                 # All deadlines are ours (see module doc); aiohttp's are switched off.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
                 trace_configs=[trace],

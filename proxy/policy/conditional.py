@@ -21,8 +21,17 @@ def validators_for(stored_headers: Headers) -> CIMultiDict[str]:
 
 
 # RFC 9111 §3.2: every field of the new response replaces the stored one, except fields
-# not stored at all (hop-by-hop, §3.1) and Content-Length, which describes the stored body.
-NOT_UPDATED = HOP_BY_HOP | {"content-length"}
+# not stored at all (hop-by-hop, §3.1), Content-Length, and the fields whose update would
+# break the integrity of the stored response, which §3.2 lets a cache omit: those that
+# describe the stored bytes (Content-Encoding, Content-MD5, Content-Range) and the ETag
+# that names them.
+NOT_UPDATED = HOP_BY_HOP | {
+    "content-length",
+    "content-encoding",
+    "content-md5",
+    "content-range",
+    "etag",
+}
 
 
 def updated_headers(stored: Headers, newer: Headers) -> list[tuple[str, str]]:

@@ -61,10 +61,22 @@ def heuristic_lifetime(status: int, headers: Headers, response_time: float) -> f
     return min(HEURISTIC_MAX_SECONDS, max(0.0, (date - last_modified) * HEURISTIC_FRACTION))
 
 
+def age_is_invalid(headers: Headers) -> bool:
+    """RFC 9111 §5.1: Age is one non-negative integer. Several field lines, a list, a sign,
+    a fraction or a parameter make it invalid; we then cannot know how old the response
+    is, and count it as stale rather than guess (the conservative reading of §5.1)."""
+    ages = headers.getall("Age", ())
+    if not ages:
+        return False
+    return len(ages) != 1 or parse_delta_seconds(ages[0].strip()) is None
+
+
 def freshness_lifetime(
     status: int, headers: Headers, timing: Timing, *, shared: bool = True
 ) -> float:
     """The freshness lifetime in seconds; 0 when the response is stale from the start."""
+    if age_is_invalid(headers):
+        return 0.0
     explicit = explicit_lifetime(headers, timing.response_time, shared=shared)
     if explicit is not None:
         return explicit

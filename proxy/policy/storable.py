@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from proxy.policy.directives import Headers, cache_control_of, list_values
 from proxy.policy.freshness import HEURISTIC_STATUSES, has_explicit_freshness
 
-# Statuses this cache understands well enough to store (RFC 9111 §3: "the response status
-# code is final" and "understood by the cache"). 206 is never stored as a whole object.
-STORABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# Status codes whose semantics this cache knows (RFC 9110 §15), for must-understand.
+UNDERSTOOD_STATUSES = frozenset(
+    [*range(200, 207), *range(300, 309), *range(400, 418), 421, 422, 426, *range(500, 506)]
+)
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,20 @@ def may_store(
         # §3: the request method must be understood and defined as cacheable. We store GET
         # only; HEAD is answered from the GET entry (RFC 9110 §9.3.2).
         return Verdict(False, "method")
-    if status not in STORABLE_STATUSES:
+    # §3: the status must be final; a 206 is never stored as if it were the whole object,
+    # and a 304 only updates a stored response (§4.3.4). Any other code may be stored when
+    # the response says for how long (below); only heuristically cacheable ones otherwise.
+    if status < 200 or status in (206, 304):
         return Verdict(False, "status")
     # §3: "the no-store cache directive is not present in the request or response".
-    if "no-store" in req_cc or "no-store" in res_cc:
+    if "no-store" in req_cc:
+        return Verdict(False, "no-store")
+    # §5.2.2.3: with must-understand, store only a status code we understand, and then
+    # no-store (sent alongside for caches that do not know must-understand) is overridden.
+    if "must-understand" in res_cc:
+        if status not in UNDERSTOOD_STATUSES:
+            return Verdict(False, "must-understand")
+    elif "no-store" in res_cc:
         return Verdict(False, "no-store")
     # §3: a shared cache does not store a response with the private directive.
     if "private" in res_cc:

@@ -263,3 +263,19 @@ def test_rfc9111_4_2_time_to_live_private_cache_ignores_s_maxage() -> None:
     headers = h(("Cache-Control", "s-maxage=10, max-age=100"), ("Date", date(T0)))
     assert time_to_live(200, headers, AT_T0, T0) == 10.0
     assert time_to_live(200, headers, AT_T0, T0, shared=False) == 100.0
+
+
+@pytest.mark.parametrize(
+    "ages",
+    [["abc"], ["-7200"], ["7200.0"], ["0, 0"], ["0", "0"], ["7200;foo=bar"], ["3600, 3600"]],
+)
+def test_rfc9111_5_1_invalid_age_makes_the_response_stale(ages: list[str]) -> None:
+    """§5.1: Age is one non-negative integer; otherwise we cannot know how old it is."""
+    headers = CIMultiDict([("Cache-Control", "max-age=3600"), *[("Age", a) for a in ages]])
+    timing = Timing(1000.0, 1000.0)
+    assert freshness_lifetime(200, headers, timing) == 0.0
+
+
+def test_rfc9111_5_1_valid_age_keeps_the_lifetime() -> None:
+    headers = CIMultiDict([("Cache-Control", "max-age=3600"), ("Age", "10")])
+    assert freshness_lifetime(200, headers, Timing(1000.0, 1000.0)) == 3600.0

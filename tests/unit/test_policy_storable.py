@@ -29,10 +29,24 @@ def test_rfc9111_3_understood_final_statuses_are_stored(status: int) -> None:
     assert may_store("GET", h(), status, h(FRESH)).ok
 
 
-@pytest.mark.parametrize("status", [100, 101, 206, 302, 303, 304, 307, 400, 401, 403, 500, 503])
-def test_rfc9111_3_other_statuses_are_not_stored(status: int) -> None:
+@pytest.mark.parametrize("status", [100, 101, 206, 304])
+def test_rfc9111_3_non_final_partial_and_not_modified_are_never_stored(status: int) -> None:
     verdict = may_store("GET", h(), status, h(FRESH))
     assert (verdict.ok, verdict.reason) == (False, "status")
+
+
+@pytest.mark.parametrize("status", [302, 303, 307, 400, 401, 403, 500, 503, 599])
+def test_rfc9111_3_other_statuses_are_stored_only_with_explicit_freshness(status: int) -> None:
+    assert may_store("GET", h(), status, h(FRESH)).ok
+    validator_only = h(("ETag", '"x"'), ("Last-Modified", "Sun, 06 Nov 1994 08:49:37 GMT"))
+    assert not may_store("GET", h(), status, validator_only).ok
+
+
+def test_rfc9111_5_2_2_3_must_understand_overrides_no_store_for_known_statuses() -> None:
+    cc = ("Cache-Control", "max-age=60, must-understand, no-store")
+    assert may_store("GET", h(), 200, h(cc)).ok
+    verdict = may_store("GET", h(), 599, h(cc))
+    assert (verdict.ok, verdict.reason) == (False, "must-understand")
 
 
 @pytest.mark.parametrize(
