@@ -16,9 +16,9 @@ from proxy.policy.directives import (
     parse_http_date,
 )
 from proxy.policy.freshness import (
-    age_is_invalid,
     HEURISTIC_MAX_SECONDS,
     Timing,
+    age_is_invalid,
     current_age,
     explicit_lifetime,
     freshness_lifetime,
