@@ -1,0 +1,12 @@
+// Prints {test id: {kind, depends, name, suite}} for the suite installed at argv[2].
+const root = process.argv[2]
+const { default: tests } = await import(`${root}/tests/index.mjs`)
+const { default: surrogate } = await import(`${root}/tests/surrogate-control.mjs`)
+tests.push(surrogate) // as the suite's own cli.mjs does
+const out = {}
+for (const suite of tests) {
+  for (const t of suite.tests) {
+    out[t.id] = { kind: t.kind || 'required', depends: t.depends_on || [], name: t.name, suite: suite.id }
+  }
+}
+console.log(JSON.stringify(out))
