@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.system.procs import free_port, start_origin, start_pixcache, stop
+from tests.system.procs import children_of, free_port, start_origin, start_pixcache, stop
 
 HOST = "127.0.0.1"  # every load targets loopback, and nothing else
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -47,7 +47,11 @@ class Stack:
 
 @contextmanager
 def stack(
-    objects: dict[str, tuple[int, int]], work: Path, name: str, delay: float = 0.0
+    objects: dict[str, tuple[int, int]],
+    work: Path,
+    name: str,
+    delay: float = 0.0,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     """Start origin + pixcache with a fresh cache dir; stop both and delete the dir after."""
     cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
@@ -55,7 +59,7 @@ def stack(
     pixcache = None
     try:
         port = free_port()
-        pixcache = start_pixcache(origin_url, cache_dir, port)
+        pixcache = start_pixcache(origin_url, cache_dir, port, *extra)
         yield Stack(origin, origin_url, pixcache, f"http://{HOST}:{port}", cache_dir)
     finally:
         if pixcache is not None:
@@ -91,6 +95,11 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (a pixcache master and its workers)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children_of(pid))
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}

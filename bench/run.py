@@ -42,7 +42,6 @@ from bench.probes import (  # noqa: E402
     BenchError,
     RssSampler,
     children_cpu,
-    cpu_seconds,
     cpu_used,
     fetch_once,
     origin_hits,
@@ -50,6 +49,7 @@ from bench.probes import (  # noqa: E402
     proc_status,
     read_discarding,
     stack,
+    tree_cpu_seconds,
     wait_for_commit,
 )
 from bench.report import machine, revision, size_text, summary  # noqa: E402
@@ -71,7 +71,8 @@ MAX_COLD_SIZE = 16 * MIB  # every cold client holds the whole body in memory to 
 
 def bench_hits(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    with stack(HIT_OBJECTS, work, "hits") as s:
+    extra = ("--workers", str(args.workers)) if args.workers > 1 else ()
+    with stack(HIT_OBJECTS, work, "hits", extra=extra) as s:
         for stored, (path, (size, seed)) in enumerate(HIT_OBJECTS.items(), start=1):
             # Warm: one miss stores the entry; once it is committed, a hit proves it is
             # served from the cache. (The miss's client has all its bytes before the commit
@@ -84,7 +85,7 @@ def bench_hits(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             status, body, cache = asyncio.run(fetch_once(s.url + path))
             if status != 200 or body != expected or "hit" not in cache.split("; "):
                 raise BenchError(f"hit on {path}: {status}, {len(body)} B, {cache!r}")
-            cpu_before = cpu_seconds(s.pixcache.pid)
+            cpu_before = tree_cpu_seconds(s.pixcache.pid)
             wrk_before = children_cpu()
             cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s"]
             cmd += ["--latency", "--timeout", "5s", s.url + path]
@@ -99,7 +100,7 @@ def bench_hits(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             figures["size"] = size
             # Where the CPU went, in cores: pixcache is one process with one event loop; wrk
             # is the only child that ends during the run, so the children's delta is wrk's.
-            pixcache_cpu = cpu_seconds(s.pixcache.pid) - cpu_before
+            pixcache_cpu = tree_cpu_seconds(s.pixcache.pid) - cpu_before
             figures["pixcache_cpu"] = round(pixcache_cpu / elapsed, 2)
             figures["wrk_cpu"] = round((children_cpu() - wrk_before) / elapsed, 2)
             figures["pixcache_cpu_us_per_request"] = round(
@@ -330,6 +331,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_bounded(int, 1, MAX_DURATION), default=10, help="wrk -d")
     p.add_argument("--connections", type=_bounded(int, 1, MAX_CONNECTIONS), default=64)
     p.add_argument("--threads", type=_bounded(int, 1, 16), default=2, help="wrk -t")
+    p.add_argument(
+        "--workers", type=_bounded(int, 1, 8), default=1, help="pixcache --workers (hits)"
+    )
     p.add_argument("--cold-clients", type=_bounded(int, 1, MAX_COLD_CLIENTS), default=200)
     p.add_argument("--cold-size", type=_size_arg(MAX_COLD_SIZE), default=100 * KIB)
     p.add_argument("--cold-delay", type=_bounded(float, 0, 10), default=0.5)
