@@ -186,6 +186,7 @@ class Store:
     async def _make_room(self, incoming: int) -> None:
         if self.bounds.max_size is None:
             return
+        await self.flush_uses()  # the LRU order must include this worker's latest hits
         victims = await self._on_index(
             self.index.take_least_recently_used, self.bounds.max_size, incoming
         )
