@@ -36,9 +36,14 @@ class TempBody:
 
     async def append(self, chunk: bytes) -> None:
         """Write one chunk in a thread; raises OSError (ENOSPC, EIO, ...) to the caller."""
-        await asyncio.get_running_loop().run_in_executor(None, _write_all, self.fd, chunk)
-        self._hash.update(chunk)
+        # Hashing in the same thread call keeps it off the event loop (hashlib releases
+        # the GIL); appends are awaited one at a time, so the hash sees them in order.
+        await asyncio.get_running_loop().run_in_executor(None, self._write_and_hash, chunk)
         self.written += len(chunk)
+
+    def _write_and_hash(self, chunk: bytes) -> None:
+        _write_all(self.fd, chunk)
+        self._hash.update(chunk)
 
     async def copy_from(self, src_fd: int, length: int) -> None:
         """Append `length` bytes of another file (a stored body being refreshed), hashing
