@@ -14,7 +14,9 @@ from multidict import CIMultiDict
 
 from proxy import metrics
 from proxy.config import Config
+from proxy.fill import FillSettings
 from proxy.fills import Fills
+from proxy.guard import Guard, GuardLimits
 from proxy.handler import Handler
 from proxy.origins import make_origin
 from proxy.policy.freshness import Timing, time_to_live
@@ -56,12 +58,25 @@ def make_store(config: Config) -> Store:
 def build_app(config: Config, store: Store) -> web.Application:
     """The application for a prepared store; origin and fills live as long as it does."""
     origin = make_origin(config)
+    guard = Guard(
+        GuardLimits(
+            mode=config.verify_images,
+            max_width=config.max_image_width,
+            max_height=config.max_image_height,
+            max_pixels=config.max_image_pixels,
+            max_frames=config.max_image_frames,
+            refuse_invalid=config.refuse_invalid_images,
+        )
+    )
+    settings = FillSettings(config.max_object_size, config.targeted_fields, guard)
     fills = Fills(
         origin,
         store,
-        max_object_size=config.max_object_size,
+        settings=settings,
         lock_wait=config.deadlines.total,
-        targets=config.targeted_fields,
+        max_fills=config.max_fills,
+        fill_queue=config.fill_queue,
+        max_rss=config.max_rss,
     )
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
@@ -76,6 +91,7 @@ def build_app(config: Config, store: Store) -> web.Application:
             await task
         await fills.shutdown()
         await origin.close()
+        guard.close()
         await store.flush_uses()
 
     app.cleanup_ctx.append(background)

@@ -33,6 +33,17 @@ HELP = {
     "stale_grace": "seconds an entry is kept past its expiry (default 86400)",
     "scrub_rate": "bytes per second the scrubber re-verifies, e.g. 10M (default 0: off)",
     "grace": "seconds a stale entry may be served while the origin fails (default 0)",
+    "verify_images": "off, header (probe image headers, the default) or decode (also decode "
+    "whole images before storing them)",
+    "max_image_width": "widest image accepted, in pixels (default 16384)",
+    "max_image_height": "tallest image accepted, in pixels (default 16384)",
+    "max_image_pixels": "most pixels per frame (default 50000000)",
+    "max_image_frames": "most animation frames (default 100)",
+    "refuse_invalid_images": "answer 422 for a body that claims to be an image and is not "
+    "(default false: serve it, never store it)",
+    "max_fills": "origin fills in flight at once (default 64)",
+    "fill_queue": "fills that may wait for a slot; past that, 503 (default 256)",
+    "max_rss": "resident memory above which new fills get 503, e.g. 2G (default: none)",
     "cache_control_field": "targeted Cache-Control field for this cache, RFC 9213 "
     "(default Pixcache-Cache-Control; CDN-Cache-Control is honoured after it)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",

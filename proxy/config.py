@@ -57,6 +57,15 @@ class Config:
     scrub_rate: int = 0  # bytes per second the scrubber re-verifies; 0: off
     grace: float = 0.0  # seconds of staleness servable while the origin fails
     cache_control_field: str = "Pixcache-Cache-Control"  # RFC 9213 field for this cache
+    verify_images: str = "header"  # off, header (probe) or decode (and decode before storing)
+    max_image_width: int = 16384
+    max_image_height: int = 16384
+    max_image_pixels: int = 50_000_000
+    max_image_frames: int = 100
+    refuse_invalid_images: bool = False
+    max_fills: int = 64  # origin fills in flight at once
+    fill_queue: int = 256  # fills waiting for a slot; past that, 503
+    max_rss: int | None = None  # above this resident size, new fills get 503
 
     @property
     def targeted_fields(self) -> tuple[str, ...]:
@@ -109,6 +118,25 @@ def _field_name(setting: str, raw: Any) -> str:
     if not text or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in text):
         raise ConfigError(setting, f"must be a header field name, got {raw!r}")
     return text
+
+
+def _count(low: int, high: int) -> Callable[[str, Any], int]:
+    def parse(setting: str, raw: Any) -> int:
+        text = str(raw).strip()
+        if isinstance(raw, bool) or not text.isdigit() or not low <= int(text) <= high:
+            raise ConfigError(setting, f"must be a whole number from {low} to {high}, got {raw!r}")
+        return int(text)
+
+    return parse
+
+
+def _flag(setting: str, raw: Any) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(setting, f"must be true or false, got {raw!r}")
 
 
 def _workers(setting: str, raw: Any) -> int:
@@ -182,6 +210,15 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "scrub_rate": _bytes,
     "grace": _non_negative_seconds,
     "cache_control_field": _field_name,
+    "verify_images": _choice("off", "header", "decode"),
+    "max_image_width": _count(1, 1 << 20),
+    "max_image_height": _count(1, 1 << 20),
+    "max_image_pixels": _count(1, 1 << 40),
+    "max_image_frames": _count(1, 100_000),
+    "refuse_invalid_images": _flag,
+    "max_fills": _count(1, 100_000),
+    "fill_queue": _count(0, 1_000_000),
+    "max_rss": _positive_bytes,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

@@ -64,3 +64,11 @@ class NotCached(ProxyError):
 
     status = 504
     event = "not_cached"
+
+
+class Overloaded(ProxyError):
+    """Too many fills, or too much memory: 503 with Retry-After; hits are still served."""
+
+    status = 503
+    event = "overloaded"
+    retry_after = 1

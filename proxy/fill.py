@@ -14,7 +14,7 @@ import asyncio
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import metrics
 from proxy.errors import ProxyError
+from proxy.guard import Guard, ImageRejected
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.conditional import updated_headers, validators_for
 from proxy.policy.storable import Verdict, may_store
@@ -39,6 +40,15 @@ log = structlog.get_logger("pixcache.fill")
 NOT_FORWARDED_ON_FILL = frozenset(
     {"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"}
 )
+
+
+@dataclass(frozen=True)
+class FillSettings:
+    """What every fill of this instance obeys, from the configuration."""
+
+    max_object_size: int | None = None
+    targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
+    guard: Guard | None = None
 
 
 @dataclass
@@ -130,13 +140,7 @@ class Fill:
         event.set()
 
     # -- the fill itself ---------------------------------------------------------------
-    async def run(
-        self,
-        origin: Origin,
-        store: Store,
-        max_object_size: int | None,
-        targets: tuple[str, ...] = (),
-    ) -> None:
+    async def run(self, origin: Origin, store: Store, settings: FillSettings) -> None:
         request_time = time.time()
         fetch_headers = self.fetch_headers
         if self.stale is not None:
@@ -150,7 +154,8 @@ class Fill:
         if response.status == 304 and self.stale is not None:
             return await self._freshen(store, response, request_time, response_time)
         fields = vary_fields(response.headers)
-        policy_headers = effective_headers(response.headers, targets)
+        max_object_size = settings.max_object_size
+        policy_headers = effective_headers(response.headers, settings.targets)
         verdict = may_store("GET", self.request_headers, response.status, policy_headers)
         head = FillHead(
             response.status,
@@ -164,31 +169,57 @@ class Fill:
         if not verdict.ok:
             self.head.set_result(head)
             return await self._hand_to_leader(response)
-        length = response.content_length
-        if max_object_size is not None and length is not None and length > max_object_size:
-            head.stored, head.detail = False, "too-large"
-        elif not store.admits_new_entries():
-            head.stored, head.detail = False, "disk-low"
-        else:
+        body = response.body
+        guard = settings.guard
+        if guard is not None and guard.enabled:
+            # Nothing reaches a client or the disk before the image header was judged.
             try:
-                self.temp = store.begin()
-                self.read_fd = self.temp.dup_fd()
-            except OSError as exc:
-                head.stored, head.detail = False, _storage_fault(exc)
+                probe, body = await guard.inspect(response.headers.get("Content-Type", ""), body)
+            except ProxyError as exc:
+                if isinstance(exc, ImageRejected):
+                    metrics.GUARD_REJECTIONS.labels("header").inc()
+                await response.close()  # the rest of a rejected body is never downloaded
+                return self._fail(exc)
+            if probe is not None and probe.problem:
+                head.stored, head.detail = False, "not-a-valid-image"
+                log.warning("image_not_stored", key=self.key, reason=probe.problem)
+        if head.stored:
+            head.detail = self._admit(store, response.content_length, max_object_size)
+            head.stored = not head.detail
         if not head.stored:
             self._stop_storing(head.detail)
         self.head.set_result(head)
         try:
-            await self._stream(response, max_object_size)
+            await self._stream(body, max_object_size)
         except ProxyError as exc:
             return self._fail(exc)
+        if self.temp is not None and guard is not None:
+            problem = await guard.decodes_whole(self.temp.path)
+            if problem:  # decode mode: a truncated or broken image is never stored
+                metrics.GUARD_REJECTIONS.labels("decode").inc()
+                log.warning("image_not_stored", key=self.key, reason=problem)
+                self.temp.discard()
+                self.temp = None
         if self.temp is not None:
             await self._commit(store, response, head, request_time, response_time)
         self.finished = True
         self._notify()
 
-    async def _stream(self, response: OriginResponse, max_object_size: int | None) -> None:
-        async for chunk in response.body:
+    def _admit(self, store: Store, length: int | None, max_object_size: int | None) -> str:
+        """Open the temp file if this response may be stored; else the reason it may not."""
+        if max_object_size is not None and length is not None and length > max_object_size:
+            return "too-large"
+        if not store.admits_new_entries():
+            return "disk-low"
+        try:
+            self.temp = store.begin()
+            self.read_fd = self.temp.dup_fd()
+        except OSError as exc:
+            return _storage_fault(exc)
+        return ""
+
+    async def _stream(self, body: AsyncIterator[bytes], max_object_size: int | None) -> None:
+        async for chunk in body:
             if self.temp is not None:
                 try:
                     await self.temp.append(chunk)

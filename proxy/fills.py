@@ -8,16 +8,32 @@ committed an entry, its requests are answered from it instead."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import structlog
 
-from proxy.errors import ProxyError
-from proxy.fill import Fill
+from proxy.errors import Overloaded, ProxyError
+from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
 from storage.keylock import KeyLock
 from storage.store import Store
 
 log = structlog.get_logger("pixcache.fill")
+
+RSS_TTL = 0.1
+_rss: list[float] = [0.0, 0.0]  # (read at, bytes)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size, read from /proc at most every RSS_TTL seconds."""
+    now = time.monotonic()
+    if now - _rss[0] > RSS_TTL:
+        with open("/proc/self/statm") as statm:
+            _rss[1] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        _rss[0] = now
+    return int(_rss[1])
+
 
 LOCK_POLL_FIRST = 0.005
 LOCK_POLL_MAX = 0.05
@@ -29,18 +45,25 @@ class Fills:
         origin: Origin,
         store: Store,
         *,
-        max_object_size: int | None,
+        settings: FillSettings,
         lock_wait: float,
-        targets: tuple[str, ...] = (),
+        max_fills: int = 64,
+        fill_queue: int = 256,
+        max_rss: int | None = None,
     ) -> None:
         self.origin = origin
         self.store = store
-        self.max_object_size = max_object_size
-        self.targets = targets
+        self.settings = settings
         # How long a fill waits for another process's fill of the same key before it
         # fetches anyway: availability wins over deduplication past the origin deadline.
         self.lock_wait = lock_wait
         self.in_flight: dict[str, Fill] = {}
+        # Backpressure instead of memory growth: fills beyond max_fills wait, at most
+        # fill_queue of them; past that, and above max_rss, a new fill is refused.
+        self._slots = asyncio.Semaphore(max_fills)
+        self._waiting = 0
+        self.fill_queue = fill_queue
+        self.max_rss = max_rss
         self._tasks: set[asyncio.Task[None]] = set()
 
     def join_or_start(self, fill: Fill) -> tuple[Fill, bool, int]:
@@ -52,12 +75,20 @@ class Fills:
         if current is not None and current.joinable:
             current.waiters += 1
             return current, False, current.join()
+        self._admit()
         reader = fill.join()
         self.in_flight[fill.coalesce_key] = fill
         task = asyncio.get_running_loop().create_task(self._run(fill))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill, True, reader
+
+    def _admit(self) -> None:
+        """Raise Overloaded when a new fill may not start now."""
+        if self.max_rss is not None and resident_bytes() > self.max_rss:
+            raise Overloaded("memory above --max-rss; try again shortly")
+        if self._slots.locked() and self._waiting >= self.fill_queue:
+            raise Overloaded("too many fills in flight; try again shortly")
 
     def _detach(self, fill: Fill) -> None:
         """A fill that no longer stores takes no new requests (they could not get the
@@ -73,18 +104,27 @@ class Fills:
             lock.release()  # nothing will be committed: other processes need not wait
 
         fill.on_unstored = unstored
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            fill.close()
+            raise
+        finally:
+            self._waiting -= 1
         try:
             waited = await self._acquire(lock)
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
                 fill.retry_lookup()
                 return
-            await fill.run(self.origin, self.store, self.max_object_size, self.targets)
+            await fill.run(self.origin, self.store, self.settings)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
             log.exception("fill_crashed", key=fill.key)
             fill._fail(ProxyError(f"internal error: {exc!r}"))
         finally:
+            self._slots.release()
             lock.release()
             self._detach(fill)
             fill.close()

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import InternalError, NotCached, ProxyError
+from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
 from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
 from proxy.fills import Fills
 from proxy.origins.base import Origin, OriginResponse
@@ -200,7 +200,10 @@ class Handler:
 
     def refresh_in_background(self, request: web.Request, key: str, found: Lookup) -> None:
         assert found.entry is not None
-        fill, _, reader = self.fills.join_or_start(self._fill_for(request, key, found))
+        try:
+            fill, _, reader = self.fills.join_or_start(self._fill_for(request, key, found))
+        except Overloaded:
+            return  # the stale entry is served all the same; a later request refreshes it
         fill.leave(reader)  # nobody reads this one; it only refreshes the entry
         fill.release_leader()
 
@@ -218,7 +221,12 @@ class Handler:
     async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
         """Join or start the key's fill and stream its response; None when another process
         committed the key meanwhile and the caller should look it up again."""
-        fill, leader, reader = self.fills.join_or_start(self._fill_for(request, key, found))
+        try:
+            fill, leader, reader = self.fills.join_or_start(self._fill_for(request, key, found))
+        except Overloaded as exc:
+            if found.stale_if_error:
+                return await self.serve_stale_on_error(request, found, None)
+            return await self.error(request, exc, CacheStatus(fwd=found.fwd))
         try:
             try:
                 head = await asyncio.shield(fill.head)
@@ -333,6 +341,8 @@ class Handler:
         detail = f"{exc.event}" + (f" stage={stage}" if stage else "")
         cache = CacheStatus(fwd=cache.fwd, collapsed=cache.collapsed, detail=detail)
         headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
+        if isinstance(exc, Overloaded):
+            headers["Retry-After"] = str(exc.retry_after)
         with_via(headers, "1.1", VIA)
         headers["Cache-Status"] = cache.render()
         body = f"{exc.status} {exc.message}\n".encode()

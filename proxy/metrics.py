@@ -15,3 +15,8 @@ CORRUPT_ENTRIES = Counter(
     ["found_by"],
 )
 EVICTIONS = Counter("pixcache_evictions_total", "Entries removed to stay within bounds", ["why"])
+GUARD_REJECTIONS = Counter(
+    "pixcache_guard_rejections_total",
+    "Images refused (over a limit) or not stored (not decodable) by the image guard",
+    ["stage"],
+)

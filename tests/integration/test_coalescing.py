@@ -11,7 +11,7 @@ import pytest
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import Proxy, cache_status
 
-CACHEABLE = {"Cache-Control": "max-age=600", "Content-Type": "image/png"}
+CACHEABLE = {"Cache-Control": "max-age=600", "Content-Type": "application/octet-stream"}
 
 
 async def test_200_concurrent_cold_requests_make_one_origin_request(

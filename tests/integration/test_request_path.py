@@ -4,20 +4,34 @@ headers forwarded, invalidation, Vary, and that the origin comes only from confi
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from tests.fake_origin import FakeOrigin, Obj
 from tests.integration.conftest import Proxy, cache_status
 
-CACHEABLE = {"Cache-Control": "max-age=600", "Content-Type": "image/jpeg", "ETag": '"v1"'}
+CACHEABLE = {
+    "Cache-Control": "max-age=600",
+    "Content-Type": "application/octet-stream",
+    "ETag": '"v1"',
+}
+# A real JPEG, so the image guard's header probe passes it.
+SAMPLE_JPEG = (Path(__file__).parents[2] / "proxy" / "samples" / "gradient.jpg").read_bytes()
 
 
 async def test_miss_then_hit_serves_identical_bytes_and_stored_headers(
     origin: FakeOrigin, proxy: Proxy
 ) -> None:
-    body = bytes(range(256)) * 400
+    body = SAMPLE_JPEG
     origin.add(
         "/a.jpg",
-        Obj(body=body, headers={**CACHEABLE, "Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT"}),
+        Obj(
+            body=body,
+            headers={
+                **CACHEABLE,
+                "Content-Type": "image/jpeg",
+                "Last-Modified": "Sun, 06 Nov 1994 08:49:37 GMT",
+            },
+        ),
     )
     first, first_body = await proxy.get("/a.jpg")
     assert first.status == 200 and first_body == body

@@ -10,7 +10,7 @@ import aiohttp
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
 
-CACHEABLE = {"Cache-Control": "max-age=600", "Content-Type": "image/jpeg"}
+CACHEABLE = {"Cache-Control": "max-age=600", "Content-Type": "application/octet-stream"}
 KIB = 1024
 MIB = 1024 * 1024
 

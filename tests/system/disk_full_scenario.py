@@ -31,7 +31,7 @@ from tests.system.procs import REPO, free_port, stop, wait_for_port
 
 MIB = 1024 * 1024
 KIB = 1024
-CACHEABLE = {"Cache-Control": "max-age=3600", "Content-Type": "image/jpeg"}
+CACHEABLE = {"Cache-Control": "max-age=3600", "Content-Type": "application/octet-stream"}
 # Sizes and seeds of every object; the test computes the expected bytes from the same table.
 OBJECTS: dict[str, tuple[int, int]] = {"/warm.jpg": (64 * KIB, 1)}
 OBJECTS.update({f"/full{i}.jpg": (MIB, 10 + i) for i in range(3)})
