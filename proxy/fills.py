@@ -61,8 +61,8 @@ class Fills:
         # Backpressure instead of memory growth: fills beyond max_fills wait, at most
         # fill_queue of them; past that, and above max_rss, a new fill is refused.
         self._slots = asyncio.Semaphore(max_fills)
-        self._waiting = 0
-        self.fill_queue = fill_queue
+        self._started = 0  # fills running or waiting for a slot
+        self.most_started = max_fills + fill_queue
         self.max_rss = max_rss
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -76,6 +76,7 @@ class Fills:
             current.waiters += 1
             return current, False, current.join()
         self._admit()
+        self._started += 1
         reader = fill.join()
         self.in_flight[fill.coalesce_key] = fill
         task = asyncio.get_running_loop().create_task(self._run(fill))
@@ -87,7 +88,7 @@ class Fills:
         """Raise Overloaded when a new fill may not start now."""
         if self.max_rss is not None and resident_bytes() > self.max_rss:
             raise Overloaded("memory above --max-rss; try again shortly")
-        if self._slots.locked() and self._waiting >= self.fill_queue:
+        if self._started >= self.most_started:
             raise Overloaded("too many fills in flight; try again shortly")
 
     def _detach(self, fill: Fill) -> None:
@@ -104,14 +105,12 @@ class Fills:
             lock.release()  # nothing will be committed: other processes need not wait
 
         fill.on_unstored = unstored
-        self._waiting += 1
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:
+            self._started -= 1
             fill.close()
             raise
-        finally:
-            self._waiting -= 1
         try:
             waited = await self._acquire(lock)
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
@@ -124,6 +123,7 @@ class Fills:
             log.exception("fill_crashed", key=fill.key)
             fill._fail(ProxyError(f"internal error: {exc!r}"))
         finally:
+            self._started -= 1
             self._slots.release()
             lock.release()
             self._detach(fill)

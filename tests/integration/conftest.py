@@ -60,7 +60,7 @@ async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
         servers.append(server)
         client = aiohttp.ClientSession(auto_decompress=False)
         sessions.append(client)
-        return Proxy(str(server.make_url("")).rstrip("/"), store, cache_dir, client)
+        return Proxy(str(server.make_url("")).rstrip("/"), store, config.cache_dir, client)
 
     yield make
     for client in sessions:
