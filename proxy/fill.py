@@ -21,7 +21,7 @@ import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import metrics
-from proxy.errors import ProxyError
+from proxy.errors import IncompleteBody, ProxyError
 from proxy.guard import Guard, ImageRejected
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.conditional import updated_headers, validators_for
@@ -120,6 +120,7 @@ class Fill:
         self.on_unstored: Callable[[Fill], None] = lambda fill: None
         self._progress = asyncio.Event()
         self._task_done = False
+        self._claimed = False
 
     # -- for readers -------------------------------------------------------------------
     def open_reader(self) -> int | None:
@@ -152,11 +153,16 @@ class Fill:
             return self._fail(exc)
         response_time = time.time()
         if response.status == 304 and self.stale is not None:
-            return await self._freshen(store, response, request_time, response_time)
+            return await self._freshen(store, response, settings, request_time, response_time)
         fields = vary_fields(response.headers)
         max_object_size = settings.max_object_size
         policy_headers = effective_headers(response.headers, settings.targets)
         verdict = may_store("GET", self.request_headers, response.status, policy_headers)
+        if self.stale is not None and response.status >= 500 and verdict.ok:
+            # RFC 9111 §4.3.3: a 5xx to a revalidation may be handled "as if the server
+            # failed to respond"; it must not replace the stored response that
+            # stale-if-error may still serve.
+            verdict = Verdict(False, "origin-error")
         head = FillHead(
             response.status,
             response.headers,
@@ -276,7 +282,12 @@ class Fill:
             self.temp.discard()
 
     async def _freshen(
-        self, store: Store, response: OriginResponse, request_time: float, response_time: float
+        self,
+        store: Store,
+        response: OriginResponse,
+        settings: FillSettings,
+        request_time: float,
+        response_time: float,
     ) -> None:
         """A 304: the stored response is still good. Update its headers (RFC 9111 §4.3.4),
         store that, and serve the stored body to every waiter."""
@@ -284,6 +295,37 @@ class Fill:
         await response.close()
         old = self.stale.meta
         headers = updated_headers(CIMultiDict(old.headers), response.headers)
+        if "age" not in response.headers:
+            # The old Age described the old response; the 304 is the newer one.
+            headers = [(n, v) for n, v in headers if n.lower() != "age"]
+        merged = CIMultiDict(headers)
+        policy_headers = effective_headers(merged, settings.targets)
+        verdict = may_store("GET", self.request_headers, old.status, policy_headers)
+        if not verdict.ok:
+            # The 304 made the response private or no-store (RFC 9111 §3): it may be
+            # neither kept nor shared. Drop it; the client that revalidated gets the stored
+            # body with the new headers, every other waiter fetches for itself.
+            await store.remove(self.coalesce_key)
+            self.head.set_result(
+                FillHead(
+                    old.status,
+                    CIMultiDictProxy(merged),
+                    old.body_length,
+                    verdict,
+                    old.vary_fields,
+                    old.vary_values,
+                    response.timings,
+                    origin_status=response.status,
+                )
+            )
+            stored_body = OriginResponse(
+                old.status,
+                CIMultiDictProxy(merged),
+                _read_fd(os.dup(self.stale.fd), old.body_length),
+                old.body_length,
+                response.timings,
+            )
+            return await self._hand_to_leader(stored_body)
         meta = replace(old, headers=headers, request_time=request_time, response_time=response_time)
         if not self.invalidated:
             try:
@@ -311,12 +353,16 @@ class Fill:
 
     def claim_for_leader(self) -> OriginResponse:
         """The unshared response, for the client that started the fill (only it)."""
+        self._claimed = True
         return self.leader_slot.result()
 
-    def release_leader(self) -> None:
+    async def release_leader(self) -> None:
         """The leader is done: a response it never claimed must not leak a connection."""
         if not self.leader_slot.done():
             self.leader_slot.cancel()
+        elif not self.leader_slot.cancelled() and not self._claimed:
+            self._claimed = True
+            await self.leader_slot.result().close()
 
     def retry_lookup(self) -> None:
         self.finished = True
@@ -373,6 +419,23 @@ class Fill:
         if self.stale is not None:
             os.close(self.stale.fd)
             self.stale = None
+
+
+async def _read_fd(fd: int, length: int) -> AsyncIterator[bytes]:
+    """A stored body as a stream (closes `fd` at the end)."""
+    loop = asyncio.get_running_loop()
+    try:
+        offset = 0
+        while offset < length:
+            chunk = await loop.run_in_executor(
+                None, os.pread, fd, min(1 << 20, length - offset), offset
+            )
+            if not chunk:
+                raise IncompleteBody("stored body shorter than its length")
+            offset += len(chunk)
+            yield chunk
+    finally:
+        os.close(fd)
 
 
 def _storage_fault(exc: OSError) -> str:

@@ -136,7 +136,7 @@ class Handler:
                 cache = CacheStatus(hit=True, ttl=reuse.ttl)
                 if reuse.action is Action.STALE_REFRESH:
                     # RFC 5861 §3: serve stale now, revalidate in the background.
-                    self.refresh_in_background(request, key, found)
+                    await self.refresh_in_background(request, key, found)
                     cache = CacheStatus(hit=True, ttl=reuse.ttl, detail="stale-while-revalidate")
                 return await self.serve_hit(request, found.take(), cache)
             found.fwd = reuse.fwd
@@ -198,14 +198,14 @@ class Handler:
             os.close(entry.fd)
         return Served(status, cache)
 
-    def refresh_in_background(self, request: web.Request, key: str, found: Lookup) -> None:
+    async def refresh_in_background(self, request: web.Request, key: str, found: Lookup) -> None:
         assert found.entry is not None
         try:
             fill, _, reader = self.fills.join_or_start(self._fill_for(request, key, found))
         except Overloaded:
             return  # the stale entry is served all the same; a later request refreshes it
         fill.leave(reader)  # nobody reads this one; it only refreshes the entry
-        fill.release_leader()
+        await fill.release_leader()
 
     def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
         fetch_headers = _forwarded_headers(request, drop=NOT_FORWARDED_ON_FILL)
@@ -242,7 +242,9 @@ class Handler:
                 return await self.serve_stale_on_error(request, found, head.status)
             if not head.shared:
                 cache = CacheStatus(
-                    fwd=found.fwd, fwd_status=head.status, detail=head.verdict.reason
+                    fwd=found.fwd,
+                    fwd_status=head.origin_status or head.status,
+                    detail=head.verdict.reason,
                 )
                 if leader:
                     return await self.relay_response(request, fill.claim_for_leader(), cache)
@@ -269,7 +271,7 @@ class Handler:
         finally:
             fill.leave(reader)
             if leader:
-                fill.release_leader()
+                await fill.release_leader()
 
     async def serve_stale_on_error(
         self, request: web.Request, found: Lookup, status: int | None
@@ -303,7 +305,9 @@ class Handler:
         self, request: web.Request, origin_response: OriginResponse, cache: CacheStatus
     ) -> Served:
         cache = CacheStatus(
-            fwd=cache.fwd or "bypass", fwd_status=origin_response.status, detail=cache.detail
+            fwd=cache.fwd or "bypass",
+            fwd_status=cache.fwd_status or origin_response.status,
+            detail=cache.detail,
         )
         served = Served(origin_response.status, cache, origin_response.timings)
         try:
