@@ -25,6 +25,17 @@ def _verify(cache_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+async def _committed(cache_dir: Path) -> None:
+    """A client has its last byte a moment before the entry is committed (the fsync and
+    rename follow); wait for that moment, so the next request is a hit."""
+    for _ in range(250):
+        entries = [p for p in (cache_dir / "entries").glob("??/*") if p.stat().st_size > SIZE]
+        if entries and not any((cache_dir / "tmp").iterdir()):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the entry was never committed")
+
+
 def _only_entry(cache_dir: Path) -> Path:
     [entry] = [p for p in (cache_dir / "entries").glob("??/*") if p.stat().st_size > SIZE]
     return entry
@@ -47,6 +58,7 @@ async def test_flipped_byte_is_found_by_verify_and_the_scrubber_and_never_served
     url = f"http://127.0.0.1:{port}/rot.jpg"
     try:
         assert (await _get(url))[1] == expected
+        await _committed(cache_dir)
         stop(proc)
         assert _verify(cache_dir).returncode == 0
 
@@ -71,6 +83,7 @@ async def test_flipped_byte_is_found_by_verify_and_the_scrubber_and_never_served
         status, body, cache = await _get(url)
         assert status == 200 and body == expected
         assert "fwd=uri-miss" in cache  # fetched again, not served from the rotten entry
+        await _committed(cache_dir)
         stop(proc)
         assert _verify(cache_dir).returncode == 0
     finally:
@@ -87,12 +100,14 @@ async def test_truncated_body_file_is_never_served(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}/cut.jpg"
     try:
         assert (await _get(url))[1] == expected
+        await _committed(cache_dir)
         entry = _only_entry(cache_dir)
         data = entry.read_bytes()
         entry.write_bytes(data[: SIZE // 2] + data[SIZE:])  # half the body gone, trailer kept
         status, body, cache = await _get(url)
         assert status == 200 and body == expected
         assert "hit" not in cache.split("; ")
+        await _committed(cache_dir)
         status, body, cache = await _get(url)
         assert body == expected and cache.startswith("pixcache; hit")
     finally:
