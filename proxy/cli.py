@@ -17,7 +17,8 @@ from storage.store import Store
 SAMPLES = Path(__file__).parent / "samples"
 
 HELP = {
-    "origin": "where misses are fetched: http(s)://host[:port][/prefix] or file://DIR",
+    "origin": "where misses are fetched: http(s)://host[:port][/prefix], s3://BUCKET[/PREFIX] "
+    "or file://DIR",
     "listen": "HOST:PORT to serve on (default 127.0.0.1:8080)",
     "cache_dir": "directory of the disk cache",
     "connect_timeout": "seconds for the TCP connect to the origin (default 5)",
@@ -26,6 +27,13 @@ HELP = {
     "read_timeout": "longest gap in seconds between two body chunks (default 30)",
     "total_timeout": "seconds for a whole origin fetch, body included (default 300)",
     "origin_ca_file": "PEM file of CA certificates trusted for an https origin",
+    "s3_endpoint_url": "S3 endpoint for MinIO, Ceph, R2 and the like (default: AWS)",
+    "s3_region": "S3 region (default: from AWS_REGION or the AWS profile)",
+    "s3_addressing_style": "S3 bucket addressing: auto, path or virtual (default auto)",
+    "s3_default_cache_control": "Cache-Control for S3 objects that have none "
+    "(default 'public, max-age=3600'; empty: none)",
+    "s3_not_found_cache_control": "Cache-Control for a missing S3 key "
+    "(default empty: a 404 is not stored)",
     "workers": "worker processes sharing the port and the cache (default 1)",
     "max_size": "most bytes the cache may hold, e.g. 10G (default: no limit)",
     "min_free": "bytes that must stay free on the cache's filesystem, e.g. 1G (default 0)",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 class ConfigError(Exception):
@@ -25,9 +25,11 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Origin:
-    scheme: str  # "http", "https" or "file"
+    scheme: str  # "http", "https", "file" or "s3"
     base_url: str  # http(s): scheme://host[:port] plus path prefix without trailing slash
     root: Path | None = None  # file: the folder served
+    bucket: str = ""  # s3: the bucket
+    prefix: str = ""  # s3: the key prefix, without leading or trailing slash ("": none)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class Config:
     port: int = 8080
     deadlines: Deadlines = Deadlines()
     origin_ca_file: Path | None = None
+    s3_endpoint_url: str | None = None  # None: AWS, by the region
+    s3_region: str | None = None  # None: from the AWS chain (AWS_REGION, profile)
+    s3_addressing_style: str = "auto"  # auto, path or virtual
+    s3_default_cache_control: str = "public, max-age=3600"  # for objects without one
+    s3_not_found_cache_control: str = ""  # for a missing key; "": not stored
     workers: int = 1
     max_size: int | None = None  # bytes the cache may hold; None: no limit
     min_free: int = 0  # bytes that must stay free on the cache's filesystem
@@ -159,13 +166,61 @@ def _origin(setting: str, raw: Any) -> Origin:
         except ValueError:
             raise ConfigError(setting, f"{text!r} has an invalid port") from None
         return Origin(parts.scheme, f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}")
+    if parts.scheme == "s3":
+        return _s3_origin(setting, text, parts.netloc, parts.path, parts.query or parts.fragment)
     if parts.scheme == "file":
         # file:///abs/dir, or file://relative/dir as a convenience.
         root = Path(parts.netloc + parts.path).expanduser().resolve()
         if not root.is_dir():
             raise ConfigError(setting, f"folder {str(root)!r} does not exist")
         return Origin("file", text, root)
-    raise ConfigError(setting, f"{text!r} must start with http://, https:// or file://")
+    raise ConfigError(setting, f"{text!r} must start with http://, https://, s3:// or file://")
+
+
+# Bucket names as S3 (and the older us-east-1 rules, Ceph, MinIO) allow them.
+_BUCKET_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_")
+
+
+def _s3_origin(setting: str, text: str, bucket: str, path: str, extra: str) -> Origin:
+    """s3://BUCKET[/PREFIX]: the prefix is a key prefix of whole segments (no empty,
+    `.` or `..` segment), so no request can name a key outside it."""
+    if not bucket or not set(bucket) <= _BUCKET_CHARS or len(bucket) > 255:
+        raise ConfigError(setting, f"{text!r} needs a bucket name: s3://BUCKET[/PREFIX]")
+    if extra:
+        raise ConfigError(setting, f"{text!r} may not have a query or fragment")
+    prefix = unquote(path).strip("/")
+    if prefix and any(segment in ("", ".", "..") for segment in prefix.split("/")):
+        raise ConfigError(setting, f"{text!r}: the prefix may not have empty, . or .. segments")
+    base_url = f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
+    return Origin("s3", base_url, bucket=bucket, prefix=prefix)
+
+
+def _endpoint_url(setting: str, raw: Any) -> str:
+    text = str(raw).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(setting, f"must be an http:// or https:// URL, got {raw!r}")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ConfigError(setting, f"{text!r} has an invalid port") from None
+    if parts.query or parts.fragment:
+        raise ConfigError(setting, f"{text!r} may not have a query or fragment")
+    return text.rstrip("/")
+
+
+def _region(setting: str, raw: Any) -> str:
+    text = str(raw).strip()
+    if isinstance(raw, bool) or not text or not all(c.isalnum() or c in "-_" for c in text):
+        raise ConfigError(setting, f"must be a region name like eu-west-1, got {raw!r}")
+    return text
+
+
+def _header_value(setting: str, raw: Any) -> str:
+    """A header field value ("" for none); CR, LF and NUL could split the header."""
+    if not isinstance(raw, str) or any(c in raw for c in "\r\n\0"):
+        raise ConfigError(setting, f"must be a header value like 'max-age=3600', got {raw!r}")
+    return raw.strip()
 
 
 def _listen(setting: str, raw: Any) -> tuple[str, int]:
@@ -202,6 +257,11 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "read_timeout": _positive_seconds,
     "total_timeout": _positive_seconds,
     "origin_ca_file": _path,
+    "s3_endpoint_url": _endpoint_url,
+    "s3_region": _region,
+    "s3_addressing_style": _choice("auto", "path", "virtual"),
+    "s3_default_cache_control": _header_value,
+    "s3_not_found_cache_control": _header_value,
     "workers": _workers,
     "max_size": _positive_bytes,
     "min_free": _bytes,

@@ -369,12 +369,18 @@ class Fill:
         self.head.set_result(RETRY)
 
     def _fail(self, exc: ProxyError) -> None:
+        where = {
+            name: value
+            for name in ("bucket", "object_key", "reason")
+            if (value := getattr(exc, name, None)) is not None
+        }  # S3 errors say which bucket and key, and why
         log.warning(
             exc.event,
             key=self.key,
             origin=exc.origin,
             stage=getattr(exc, "stage", None),
             error=exc.message,
+            **where,
         )
         self.error = exc
         if self.temp is not None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from storage.commit import CommitRefused, commit_entry
 from storage.entry import EntryMeta
 
-
 COPY_CHUNK = 1 << 20
 
 

@@ -6,6 +6,7 @@ from proxy.config import Config
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.file import FileOrigin
 from proxy.origins.http import HttpOrigin
+from proxy.origins.s3 import S3Origin
 
 __all__ = ["Origin", "OriginResponse", "make_origin"]
 
@@ -14,4 +15,16 @@ def make_origin(config: Config) -> Origin:
     if config.origin.scheme == "file":
         assert config.origin.root is not None
         return FileOrigin(config.origin.root)
+    if config.origin.scheme == "s3":
+        return S3Origin(
+            config.origin.bucket,
+            config.origin.prefix,
+            config.deadlines,
+            endpoint_url=config.s3_endpoint_url,
+            region=config.s3_region,
+            addressing_style=config.s3_addressing_style,
+            default_cache_control=config.s3_default_cache_control,
+            not_found_cache_control=config.s3_not_found_cache_control,
+            ca_file=config.origin_ca_file,
+        )
     return HttpOrigin(config.origin.base_url, config.deadlines, ca_file=config.origin_ca_file)

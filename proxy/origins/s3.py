@@ -1,0 +1,414 @@
+"""An S3 bucket (or an S3-compatible store: MinIO, Ceph, R2) as the origin, on aiobotocore,
+with the same five deadlines as the HTTP origin, each failing on its own:
+
+- connect, tls and headers: a stage clock moved by our connector (proxy/origins/s3_stages.py)
+  reschedules one asyncio timeout around the S3 call;
+- read: each body chunk is read under its own timeout;
+- total: one deadline around everything, every retry and the body included.
+
+A stage that runs out cancels the call, so botocore never retries it; its own retries
+(standard mode, MAX_ATTEMPTS in all) cover throttling, 5xx and broken connections, inside the
+total deadline. botocore's own timeouts are set past ours, as a backstop only. Every error
+names the stage (or S3's error code), the bucket and the key.
+
+Every exception of botocore and aiohttp is mapped here, once, to proxy.errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, datetime
+from email.utils import format_datetime, formatdate, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    FlexibleChecksumError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    SSLError,
+)
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config import Deadlines
+from proxy.errors import IncompleteBody, OriginTimeout, OriginUnavailable
+from proxy.origins.base import OriginResponse
+from proxy.origins.s3_stages import (
+    StageClock,
+    StagedSession,
+    between_attempts,
+    current_clock,
+    stage_seconds,
+)
+
+CHUNK = 256 * 1024
+KEEPALIVE_SECONDS = 4.0  # as for HTTP origins: shorter than the idle timeouts stores use
+# Attempts per fetch (the first and two retries); all of them share the total deadline.
+MAX_ATTEMPTS = 3
+MAX_KEY_BYTES = 1024  # S3's limit; a longer key cannot exist
+# Object headers passed on as S3 sent them (besides the ones built from parsed metadata).
+PASSED_HEADERS = ("Content-Encoding", "Content-Language", "Content-Disposition", "Expires")
+# What a 304 may carry to update the stored response (RFC 9110 §15.4.5).
+NOT_MODIFIED_HEADERS = ("ETag", "Last-Modified", "Cache-Control", "Expires", "Date")
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+NOT_MODIFIED_CODES = frozenset({"NotModified", "304"})
+# Why S3 refused, in words, for the codes an operator most needs to tell apart.
+REFUSALS = {
+    "AccessDenied": "access denied",
+    "403": "access denied",
+    "NoSuchBucket": "no such bucket",
+    "InvalidAccessKeyId": "invalid access key id",
+    "SignatureDoesNotMatch": "signature does not match (wrong secret key?)",
+    "ExpiredToken": "expired credentials",
+    "InvalidToken": "invalid session token",
+}
+CREDENTIAL_ERRORS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    ProfileNotFound,
+)
+
+
+def object_key(prefix: str, path_qs: str) -> str | None:
+    """The object key a request path names under `prefix`, or None when it names none.
+
+    The query is dropped, the path percent-decoded (as UTF-8), and every segment must be a
+    real name: no empty segment (`//`, a trailing `/`, the bare `/`), no `.` or `..`, no
+    backslash, no control character. So no request reaches a key outside the prefix, even
+    on a store that would normalise `..` or treat `\\` as a separator."""
+    path = path_qs.partition("?")[0]
+    if not path.startswith("/"):
+        return None
+    try:
+        decoded = unquote_to_bytes(path[1:]).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\\" in decoded or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+        return None
+    segments = decoded.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        return None
+    key = f"{prefix}/{decoded}" if prefix else decoded
+    return key if len(key.encode()) <= MAX_KEY_BYTES else None
+
+
+class S3Timeout(OriginTimeout):
+    """A deadline expired; the message names the stage, the bucket and the key."""
+
+    def __init__(self, stage: str, seconds: float, *, origin: str, bucket: str, key: str):
+        super().__init__(stage, seconds, origin=origin)
+        self.bucket = bucket
+        self.object_key = key
+        self.message = f"{self.message} (bucket {bucket!r}, key {key!r})"
+        self.args = (self.message,)
+
+
+class S3Unavailable(OriginUnavailable):
+    """S3 refused (access denied, no such bucket, bad credentials) or could not be reached;
+    `reason` is S3's error code or the kind of failure."""
+
+    def __init__(
+        self, reason: str, detail: str, *, stage: str, origin: str, bucket: str, key: str
+    ) -> None:
+        super().__init__(
+            f"S3 {reason}: {detail} (bucket {bucket!r}, key {key!r})", stage=stage, origin=origin
+        )
+        self.reason = reason
+        self.bucket = bucket
+        self.object_key = key
+
+
+class S3Origin:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        deadlines: Deadlines,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        addressing_style: str = "auto",
+        default_cache_control: str = "",
+        not_found_cache_control: str = "",
+        ca_file: Path | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.name = f"s3://{bucket}" + (f"/{prefix}" if prefix else "")
+        self.deadlines = deadlines
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.addressing_style = addressing_style
+        self.default_cache_control = default_cache_control
+        self.not_found_cache_control = not_found_cache_control
+        self.ca_file = ca_file
+        self._client: Any = None
+        self._exit = contextlib.AsyncExitStack()
+        self._client_lock = asyncio.Lock()
+
+    async def _s3(self) -> Any:
+        """The one client of this origin, made in the running loop on first use."""
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await self._exit.enter_async_context(self._new_client())
+                    self._client.meta.events.register("response-received.s3.*", between_attempts)
+        return self._client
+
+    def _new_client(self) -> Any:
+        d = self.deadlines
+        config = AioConfig(
+            http_session_cls=StagedSession,
+            connector_args={"keepalive_timeout": KEEPALIVE_SECONDS},
+            # Backstops only, past ours. aiohttp applies the connect one only to a TLS
+            # tunnel through an HTTP proxy; the read one to every socket read.
+            connect_timeout=d.connect + d.tls + 1,
+            read_timeout=max(d.headers, d.read) + 1,
+            retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            s3={"addressing_style": self.addressing_style},
+            warm_up_loader_caches=True,
+            user_agent_extra="pixcache",
+        )
+        # Credentials and, unless configured, the region come from the standard AWS chain.
+        return get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            config=config,
+            verify=str(self.ca_file) if self.ca_file is not None else None,
+        )
+
+    async def fetch(
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None = None,
+    ) -> OriginResponse:
+        if method not in ("GET", "HEAD"):
+            return _text_response(405, "an S3 origin is read-only\n", allow="GET, HEAD")
+        key = object_key(self.prefix, path_qs)
+        if key is None:  # never sent to S3
+            return _text_response(404, "not found\n", self.not_found_cache_control)
+        params = {"Bucket": self.bucket, "Key": key, **_conditions(headers)}
+        clock = StageClock(self.deadlines)
+        token = current_clock.set(clock)
+        stage: str | None = None  # the stage that ran when the S3 call ended
+        deadline = _loop_time() + self.deadlines.total
+        try:
+            async with asyncio.timeout_at(deadline):
+                client = await self._s3()
+                async with asyncio.timeout(None) as stage_timer:
+                    clock.timer = stage_timer
+                    try:
+                        if method == "HEAD":
+                            result = await client.head_object(**params)
+                        else:
+                            result = await client.get_object(**params)
+                    finally:
+                        stage = clock.stage
+                        clock.enter(None)
+        except ClientError as exc:
+            return self._answer_for(exc, key, clock.timings)
+        except (BotoCoreError, aiohttp.ClientError) as exc:
+            raise self._unreachable(exc, key) from exc
+        except TimeoutError:  # ours: a stage's, or the total one
+            expired = clock.timer is not None and clock.timer.expired()
+            raise self._timeout(stage if expired and stage else "total", key) from None
+        except OSError as exc:
+            raise self._unreachable(exc, key) from exc
+        finally:
+            current_clock.reset(token)
+        out = self._object_headers(result)
+        if method == "HEAD":
+            return OriginResponse(200, out, _empty(), result.get("ContentLength"), clock.timings)
+        stream = result["Body"]
+        return OriginResponse(
+            status=200,
+            headers=out,
+            body=self._body(stream, key, result.get("ContentLength"), clock, deadline),
+            content_length=result.get("ContentLength"),
+            timings=clock.timings,
+            close=_closer(stream),
+        )
+
+    def _object_headers(self, result: dict[str, Any]) -> CIMultiDictProxy[str]:
+        """Object metadata as HTTP. Cache-Control from the object's own, else (when it has
+        no Expires either) the configured default; x-amz-meta-* is not passed on."""
+        sent = result["ResponseMetadata"].get("HTTPHeaders", {})
+        out: CIMultiDict[str] = CIMultiDict()
+        if content_type := result.get("ContentType"):
+            out["Content-Type"] = content_type
+        if (length := result.get("ContentLength")) is not None:
+            out["Content-Length"] = str(length)
+        if etag := result.get("ETag"):
+            out["ETag"] = etag
+        if isinstance(modified := result.get("LastModified"), datetime):
+            out["Last-Modified"] = format_datetime(modified.astimezone(UTC), usegmt=True)
+        for name in PASSED_HEADERS:
+            if value := sent.get(name.lower()):
+                out[name] = value
+        cache_control = result.get("CacheControl")
+        if not cache_control and "Expires" not in out:
+            cache_control = self.default_cache_control
+        if cache_control:
+            out["Cache-Control"] = cache_control
+        out["Date"] = sent.get("date") or formatdate(usegmt=True)
+        return CIMultiDictProxy(out)
+
+    def _answer_for(self, exc: ClientError, key: str, timings: dict[str, float]) -> OriginResponse:
+        """S3's error answers: 304 and 404 are answers; every other one is a failure."""
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        meta = exc.response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode")
+        if code in NOT_MODIFIED_CODES or status == 304:
+            sent = meta.get("HTTPHeaders", {})
+            out = CIMultiDict(
+                (name, sent[name.lower()]) for name in NOT_MODIFIED_HEADERS if name.lower() in sent
+            )
+            return OriginResponse(304, CIMultiDictProxy(out), _empty(), None, timings)
+        # A 404 without a code is a HEAD's: it cannot tell a missing key from a missing bucket.
+        if code in NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
+            missing = _text_response(404, "not found\n", self.not_found_cache_control)
+            missing.timings = timings
+            return missing
+        detail = REFUSALS.get(code) or str(exc.response.get("Error", {}).get("Message", ""))
+        raise S3Unavailable(
+            code or f"HTTP {status}",
+            detail or "error response",
+            stage="headers",
+            origin=self.name,
+            bucket=self.bucket,
+            key=key,
+        ) from exc
+
+    def _unreachable(self, exc: Exception, key: str) -> OriginTimeout | OriginUnavailable:
+        where = {"origin": self.name, "bucket": self.bucket, "key": key}
+        if isinstance(exc, CREDENTIAL_ERRORS):
+            return S3Unavailable("credentials", str(exc), stage="credentials", **where)
+        if isinstance(exc, ConnectTimeoutError):  # botocore's backstop
+            return self._timeout("connect", key)
+        if isinstance(exc, ReadTimeoutError):
+            return self._timeout("headers", key)
+        if isinstance(exc, SSLError):
+            return S3Unavailable("TLS handshake failed", str(exc), stage="tls", **where)
+        if isinstance(exc, EndpointConnectionError):
+            return S3Unavailable("cannot connect", str(exc), stage="connect", **where)
+        return S3Unavailable("no valid response", repr(exc), stage="headers", **where)
+
+    async def _body(
+        self, stream: Any, key: str, expected: int | None, clock: StageClock, deadline: float
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes as they arrive, each chunk under the between-bytes deadline
+        and all under the total one. botocore checks the length (and a checksum S3 sent)
+        at the end; a mismatch is an IncompleteBody, never a complete-looking body."""
+        started = time.monotonic()
+        received = 0
+        complete = False
+        try:
+            while True:
+                gap_end = _loop_time() + self.deadlines.read
+                stage = "read" if gap_end < deadline else "total"
+                try:
+                    async with asyncio.timeout_at(min(gap_end, deadline)):
+                        chunk = await stream.read(CHUNK)
+                except TimeoutError:
+                    raise self._timeout(stage, key) from None
+                if not chunk:
+                    complete = True
+                    break
+                received += len(chunk)
+                yield chunk
+        except (
+            IncompleteReadError,
+            ResponseStreamingError,
+            FlexibleChecksumError,
+            aiohttp.ClientError,
+            OSError,
+        ) as exc:
+            raise IncompleteBody(
+                f"body of {key!r} broken after {received} bytes: {exc}", origin=self.name
+            ) from exc
+        finally:
+            if not complete:  # a connection whose body was not read to its end is not reused
+                stream.close()
+        if expected is not None and received != expected:
+            raise IncompleteBody(
+                f"body of {key!r} ended after {received} of {expected} bytes", origin=self.name
+            )
+        clock.timings["body"] = round(time.monotonic() - started, 6)
+
+    def _timeout(self, stage: str, key: str) -> S3Timeout:
+        seconds = stage_seconds(self.deadlines, stage)
+        return S3Timeout(stage, seconds, origin=self.name, bucket=self.bucket, key=key)
+
+    async def close(self) -> None:
+        self._client = None
+        await self._exit.aclose()
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _conditions(headers: CIMultiDict[str]) -> dict[str, Any]:
+    """Request validators as GetObject parameters. RFC 9110 §13.2.2: If-Modified-Since is
+    ignored when If-None-Match is present (S3 would combine them its own way)."""
+    if etags := headers.get("If-None-Match"):
+        return {"IfNoneMatch": etags}
+    if since := headers.get("If-Modified-Since"):
+        try:
+            when = parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return {}  # RFC 9110 §13.1.3: an invalid date is ignored
+        return {"IfModifiedSince": when if when.tzinfo else when.replace(tzinfo=UTC)}
+    return {}
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+def _closer(stream: Any) -> Any:
+    async def close() -> None:
+        stream.close()
+
+    return close
+
+
+def _text_response(
+    status: int, text: str, cache_control: str = "", *, allow: str = ""
+) -> OriginResponse:
+    """A short answer of our own. No validator, and no freshness unless configured, so it
+    is stored only when the operator asked for it."""
+    body = text.encode()
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    headers = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
+    headers["Content-Length"] = str(len(body))
+    headers["Date"] = formatdate(usegmt=True)
+    if cache_control:
+        headers["Cache-Control"] = cache_control
+    if allow:
+        headers["Allow"] = allow
+    return OriginResponse(status, CIMultiDictProxy(headers), once(), len(body))
