@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import metrics
+from proxy.admin import build_admin_app
 from proxy.config import Config
 from proxy.fill import FillSettings
 from proxy.fills import Fills
@@ -30,6 +31,14 @@ log = structlog.get_logger("pixcache")
 
 UPKEEP_INTERVAL = 1.0
 STORE_KEY = web.AppKey("store", Store)
+FILLS_KEY = web.AppKey("fills", Fills)
+
+
+def build_admin(config: Config, app: web.Application) -> web.Application:
+    """The admin application for a proxy application built by build_app."""
+    return build_admin_app(
+        app[STORE_KEY], app[FILLS_KEY], config.admin_token, config.targeted_fields
+    )
 
 
 def expiry_of(meta: EntryMeta, targets: tuple[str, ...] = ()) -> float:
@@ -51,8 +60,15 @@ def make_store(config: Config) -> Store:
         config.cache_dir,
         bounds,
         expiry_of=lambda meta: expiry_of(meta, config.targeted_fields),
+        tags_of=lambda meta: tags_of(meta, config.tag_header),
         on_corrupt=_count_corrupt,
     )
+
+
+def tags_of(meta: EntryMeta, field: str) -> tuple[str, ...]:
+    """Purge tags of an entry: the words of the origin's Surrogate-Key (or configured) field."""
+    values = CIMultiDict(meta.headers).getall(field, ())
+    return tuple(word for value in values for word in value.split())
 
 
 def build_app(config: Config, store: Store) -> web.Application:
@@ -80,6 +96,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     )
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
+    app[FILLS_KEY] = fills
     handler = Handler(store, origin, fills, grace=config.grace, targets=config.targeted_fields)
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
@@ -151,10 +168,21 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port, backlog=1024
     )
     await site.start()
+    admin_runner = web.AppRunner(build_admin(config, app), access_log=None, handle_signals=False)
+    await admin_runner.setup()
+    admin_site = web.TCPSite(
+        admin_runner,
+        config.admin_host,
+        config.admin_port,
+        reuse_address=True,
+        reuse_port=reuse_port,
+    )
+    await admin_site.start()
     log.info(
         "listening",
         host=config.host,
         port=config.port,
+        admin=f"{config.admin_host}:{config.admin_port}",
         origin=config.origin.base_url,
         cache_dir=str(config.cache_dir),
         temp_files_swept=store.swept,
@@ -167,6 +195,7 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         await stop.wait()
     finally:
         log.info("stopping")
+        await admin_runner.cleanup()
         await runner.cleanup()
 
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from proxy import verify_cmd
+from proxy import purge_cmd, verify_cmd
 from proxy.app import make_store, run
 from proxy.config import SETTINGS, Config, ConfigError, build_config
 from proxy.logs import configure_logging
@@ -52,6 +52,9 @@ HELP = {
     "max_fills": "origin fills in flight at once (default 64)",
     "fill_queue": "fills that may wait for a slot; past that, 503 (default 256)",
     "max_rss": "resident memory above which new fills get 503, e.g. 2G (default: none)",
+    "admin_listen": "HOST:PORT of the admin listener (default 127.0.0.1:8081)",
+    "admin_token": "bearer token the admin listener requires (required off loopback)",
+    "tag_header": "response field whose words tag an entry for purges (default Surrogate-Key)",
     "cache_control_field": "targeted Cache-Control field for this cache, RFC 9213 "
     "(default Pixcache-Cache-Control; CDN-Cache-Control is honoured after it)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",
@@ -74,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the caching proxy")
     _add_settings(serve)
     verify_cmd.add_parser(commands)
+    purge_cmd.add_parser(commands)
     demo = commands.add_parser(
         "demo", help="serve the bundled sample images through a cache in a temp directory"
     )
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "verify":
         return verify_cmd.run(args)
+    if args.command == "purge":
+        return purge_cmd.run(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     try:
         if args.command == "demo":

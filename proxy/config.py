@@ -3,6 +3,7 @@ defaults, validated, frozen. Nothing else in pixcache reads the environment."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -73,6 +74,10 @@ class Config:
     max_fills: int = 64  # origin fills in flight at once
     fill_queue: int = 256  # fills waiting for a slot; past that, 503
     max_rss: int | None = None  # above this resident size, new fills get 503
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    admin_token: str | None = None  # bearer token for the admin listener
+    tag_header: str = "Surrogate-Key"  # response field whose words tag an entry for purges
 
     @property
     def targeted_fields(self) -> tuple[str, ...]:
@@ -144,6 +149,13 @@ def _flag(setting: str, raw: Any) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ConfigError(setting, f"must be true or false, got {raw!r}")
+
+
+def _token(setting: str, raw: Any) -> str:
+    text = str(raw)
+    if len(text) < 16 or not text.isprintable() or " " in text:
+        raise ConfigError(setting, "must be at least 16 printable characters without spaces")
+    return text
 
 
 def _workers(setting: str, raw: Any) -> int:
@@ -279,6 +291,9 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_fills": _count(1, 100_000),
     "fill_queue": _count(0, 1_000_000),
     "max_rss": _positive_bytes,
+    "admin_listen": _listen,
+    "admin_token": _token,
+    "tag_header": _field_name,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }
@@ -325,9 +340,30 @@ def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = N
             raise ConfigError(name, "is required")
     parsed = {name: SETTINGS[name](name, value) for name, value in raw.items()}
     host, port = parsed.pop("listen", ("127.0.0.1", 8080))
+    admin_host, admin_port = parsed.pop("admin_listen", ("127.0.0.1", 8081))
+    if "admin_token" not in parsed and not _is_loopback(admin_host):
+        raise ConfigError(
+            "admin_token",
+            f"is required: the admin listener on {admin_host} is not loopback-only "
+            "(set PIXCACHE_ADMIN_TOKEN, or keep --admin-listen on 127.0.0.1)",
+        )
     deadline_names = {f.name: f"{f.name}_timeout" for f in fields(Deadlines)}
     deadline_names["headers"] = "header_timeout"
     deadlines = Deadlines(
         **{field: parsed.pop(name) for field, name in deadline_names.items() if name in parsed}
     )
-    return Config(host=host, port=port, deadlines=deadlines, **parsed)
+    return Config(
+        host=host,
+        port=port,
+        admin_host=admin_host,
+        admin_port=admin_port,
+        deadlines=deadlines,
+        **parsed,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -143,6 +144,12 @@ class Fills:
                 return True
         log.warning("key_lock_wait_expired", waited=self.lock_wait)
         return True
+
+    def invalidate_where(self, predicate: Callable[[Fill], bool]) -> None:
+        """A purge: fills in flight that match must not commit what they fetched."""
+        for fill in self.in_flight.values():
+            if predicate(fill):
+                fill.invalidated = True
 
     def invalidate(self, primary: str) -> None:
         """RFC 9111 §4.4: fills in flight for this URL must not commit what they fetched."""

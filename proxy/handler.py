@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy import metrics
 from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
 from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
 from proxy.fills import Fills
@@ -398,4 +399,5 @@ def _log_request(request: web.Request, served: Served, began: float) -> None:
         if stage := getattr(served.error, "stage", None):
             fields["stage"] = stage
         fields["origin"] = served.error.origin
+    metrics.REQUESTS.labels(served.cache.outcome, str(served.status)).inc()
     log.info("request", **fields)

@@ -20,3 +20,19 @@ GUARD_REJECTIONS = Counter(
     "Images refused (over a limit) or not stored (not decodable) by the image guard",
     ["stage"],
 )
+REQUESTS = Counter(
+    "pixcache_requests_total", "Requests answered, by cache outcome and status", ["cache", "status"]
+)
+PURGES = Counter("pixcache_purges_total", "Admin purges", ["kind", "mode"])
+
+
+def counter_value(counter: Counter, **labels: str) -> float:
+    """The sum of a counter's samples whose labels match `labels`."""
+    total = 0.0
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                total += sample.value
+    return total

@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS entries (
     expires REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_use ON entries (used);
+CREATE TABLE IF NOT EXISTS entry_paths (
+    key TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    tags TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entry_paths_by_path ON entry_paths (path);
 CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires);
 """
 
@@ -40,11 +46,45 @@ class Index:
             self._db = db
         return self._db
 
-    def add(self, key: str, size: int, used: float, expires: float) -> None:
-        self._conn().execute(
-            "INSERT OR REPLACE INTO entries (key, size, used, expires) VALUES (?, ?, ?, ?)",
-            (key, size, used, expires),
+    def add(
+        self,
+        key: str,
+        size: int,
+        used: float,
+        expires: float,
+        path: str = "",
+        tags: tuple[str, ...] = (),
+    ) -> None:
+        """Index an entry: its size, use and expiry for eviction; its request path and
+        tags (Surrogate-Key) for purging."""
+        db = self._conn()
+        with _immediate(db):
+            db.execute(
+                "INSERT OR REPLACE INTO entries (key, size, used, expires) VALUES (?, ?, ?, ?)",
+                (key, size, used, expires),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO entry_paths (key, path, tags) VALUES (?, ?, ?)",
+                (key, path, " " + " ".join(tags) + " "),
+            )
+
+    def keys_under(self, prefix: str) -> list[str]:
+        """Entries whose request path starts with `prefix` (all Vary variants included)."""
+        rows = self._conn().execute(
+            "SELECT key FROM entry_paths WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
         )
+        return [key for (key,) in rows]
+
+    def keys_at(self, path: str) -> list[str]:
+        """Entries of exactly this request path: the entry, or a Vary marker and variants."""
+        rows = self._conn().execute("SELECT key FROM entry_paths WHERE path = ?", (path,))
+        return [key for (key,) in rows]
+
+    def keys_tagged(self, tag: str) -> list[str]:
+        rows = self._conn().execute(
+            "SELECT key FROM entry_paths WHERE instr(tags, ?) > 0", (f" {tag} ",)
+        )
+        return [key for (key,) in rows]
 
     def touch(self, uses: Iterable[tuple[str, float]]) -> None:
         db = self._conn()
@@ -56,8 +96,10 @@ class Index:
 
     def remove(self, keys: Iterable[str]) -> None:
         db = self._conn()
+        rows = [(k,) for k in keys]
         with _immediate(db):
-            db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in keys])
+            db.executemany("DELETE FROM entries WHERE key = ?", rows)
+            db.executemany("DELETE FROM entry_paths WHERE key = ?", rows)
 
     def total_size(self) -> int:
         return int(self._conn().execute("SELECT coalesce(sum(size), 0) FROM entries").fetchone()[0])

@@ -56,11 +56,13 @@ class Store:
         bounds: Bounds = Bounds(),
         *,
         expiry_of: Callable[[EntryMeta], float] = _never_expires,
+        tags_of: Callable[[EntryMeta], tuple[str, ...]] = lambda meta: (),
         on_corrupt: Callable[[str, str], None] = lambda key_hash, reason: None,
     ) -> None:
         self.layout = Layout(root)
         self.bounds = bounds
         self.expiry_of = expiry_of
+        self.tags_of = tags_of
         self.on_corrupt = on_corrupt
         self.index = Index(self.layout.index_file)
         # SQLite connections belong to a thread: every index call runs on this one.
@@ -174,6 +176,27 @@ class Store:
             temp.discard()
         await self._indexed(key_hash, meta)
 
+    async def purge(self, key_hashes: list[str]) -> int:
+        """Remove these entries (files and index rows); returns how many there were."""
+        await self._unlink(key_hashes)
+        await self._on_index(self.index.remove, key_hashes)
+        return len(key_hashes)
+
+    async def keys_under(self, prefix: str) -> list[str]:
+        return await self._on_index(self.index.keys_under, prefix)
+
+    async def entry_count(self) -> int:
+        return await self._on_index(self.index.count)
+
+    async def total_size(self) -> int:
+        return await self._on_index(self.index.total_size)
+
+    async def keys_at(self, path: str) -> list[str]:
+        return await self._on_index(self.index.keys_at, path)
+
+    async def keys_tagged(self, tag: str) -> list[str]:
+        return await self._on_index(self.index.keys_tagged, tag)
+
     async def remove(self, key_hash: str) -> None:
         await self._unlink([key_hash])
         await self.forget(key_hash)
@@ -245,7 +268,14 @@ class Store:
                 used = path.stat().st_mtime
             except (CorruptEntry, OSError):
                 continue  # gone meanwhile, or corrupt: verify and the hit path deal with it
-            self.index.add(key_hash, entry.size, used, self.expiry_of(entry.meta))
+            self.index.add(
+                key_hash,
+                entry.size,
+                used,
+                self.expiry_of(entry.meta),
+                entry.meta.key,
+                self.tags_of(entry.meta),
+            )
             added += 1
         self.index.remove(known - seen)
         return added
@@ -255,7 +285,13 @@ class Store:
         index write (its disk is full too) is logged and healed by the next reconcile."""
         try:
             await self._on_index(
-                self.index.add, key_hash, meta.file_size(), time.time(), self.expiry_of(meta)
+                self.index.add,
+                key_hash,
+                meta.file_size(),
+                time.time(),
+                self.expiry_of(meta),
+                meta.key,
+                self.tags_of(meta),
             )
         except sqlite3.Error as exc:
             self.index_stale = True

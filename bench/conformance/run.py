@@ -92,6 +92,7 @@ def main() -> int:
             "--listen", f"127.0.0.1:{proxy_port}",
             "--cache-dir", str(cache_dir),
             "--log-level", "warning",
+            "--admin-listen", f"127.0.0.1:{free_port()}",
             *args.pixcache_flags,
         ],
         cwd=REPO,

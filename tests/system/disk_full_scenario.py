@@ -162,6 +162,8 @@ def start_pixcache(origin_url: str, cache_dir: Path, log_path: Path, *extra: str
                 "info",
                 "--log-format",
                 "json",
+                "--admin-listen",
+                f"127.0.0.1:{free_port()}",
                 *extra,
             ],
             cwd=REPO,

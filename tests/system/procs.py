@@ -68,6 +68,9 @@ def start_pixcache(
             str(cache_dir),
             "--log-level",
             "info" if log is not None else "warning",
+            # Each instance its own admin port, so that several can run side by side.
+            "--admin-listen",
+            f"127.0.0.1:{free_port()}",
             *extra,
         ],
         cwd=REPO,

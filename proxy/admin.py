@@ -1,0 +1,161 @@
+"""The admin listener: purge, stats, metrics and health, on its own address, behind the
+operator's bearer token (compared in constant time). Every call is logged with its outcome.
+
+Purges work from the shared index and entry files, so they reach what every worker stored.
+A fill in flight in the process that takes the purge is told not to commit; fills in other
+worker processes are not reached (one process per instance gives the full guarantee)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from dataclasses import replace
+
+import structlog
+from aiohttp import web
+from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy import metrics
+from proxy.fills import Fills
+from proxy.policy.freshness import Timing, freshness_lifetime
+from proxy.policy.targeted import effective_headers
+from storage.layout import primary_key_hash
+from storage.store import Store
+
+log = structlog.get_logger("pixcache.admin")
+
+STORE = web.AppKey("store", Store)
+FILLS = web.AppKey("fills", Fills)
+TARGETS = web.AppKey("targets", tuple)
+READY = web.AppKey("ready", dict)
+
+
+def build_admin_app(
+    store: Store, fills: Fills, token: str | None, targets: tuple[str, ...]
+) -> web.Application:
+    app = web.Application(middlewares=[_authorized(token)])
+    app[STORE], app[FILLS], app[TARGETS] = store, fills, targets
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/purge", purge)
+    return app
+
+
+def _authorized(token: str | None):  # noqa: ANN202 - an aiohttp middleware
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def check(request: web.Request, handler):  # noqa: ANN001, ANN202
+        given = request.headers.get("Authorization", "").encode()
+        if expected is not None and not hmac.compare_digest(given, expected):
+            log.warning("admin_call", path=request.path, outcome="unauthorized")
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="pixcache admin"'},
+            )
+        response = await handler(request)
+        log.info("admin_call", method=request.method, path=request.path_qs, status=response.status)
+        return response
+
+    return check
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process serves."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The cache directory is writable (and the index answers)."""
+    store = request.app[STORE]
+    problems = []
+    try:
+        store.layout.check_writable()
+    except OSError as exc:
+        problems.append(f"cache directory not writable: {exc.strerror}")
+    try:
+        await store.entry_count()
+    except Exception as exc:  # noqa: BLE001 - any index failure means not ready
+        problems.append(f"index unavailable: {exc}")
+    status = 503 if problems else 200
+    return web.json_response({"ready": not problems, "problems": problems}, status=status)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def stats(request: web.Request) -> web.Response:
+    store, fills = request.app[STORE], request.app[FILLS]
+    hits = metrics.counter_value(metrics.REQUESTS, cache="hit")
+    total = metrics.counter_value(metrics.REQUESTS)
+    return web.json_response(
+        {
+            "entries": await store.entry_count(),
+            "bytes": await store.total_size(),
+            "hit_ratio": round(hits / total, 4) if total else None,
+            "requests": total,
+            "fills_in_flight": len(fills.in_flight),
+            "evictions": store.evicted,
+            "corrupt_entries_found": store.corrupt_found,
+        }
+    )
+
+
+async def purge(request: web.Request) -> web.Response:
+    """POST /purge?url=/path | ?prefix=/dir/ | ?tag=T, with &soft=1 to mark stale instead."""
+    store, fills = request.app[STORE], request.app[FILLS]
+    query = request.query
+    soft = query.get("soft", "") in ("1", "true", "yes")
+    chosen = [name for name in ("url", "prefix", "tag") if name in query]
+    if len(chosen) != 1 or not query[chosen[0]]:
+        return web.json_response({"error": "give exactly one of url=, prefix= or tag="}, status=400)
+    kind, value = chosen[0], query[chosen[0]]
+    if kind in ("url", "prefix") and not value.startswith("/"):
+        return web.json_response({"error": f"{kind} must be a path starting with /"}, status=400)
+    if kind == "url":
+        keys = set(await store.keys_at(value)) | {primary_key_hash(value)}
+        fills.invalidate_where(lambda fill: fill.key == value)
+    elif kind == "prefix":
+        keys = set(await store.keys_under(value))
+        fills.invalidate_where(lambda fill: fill.key.startswith(value))
+    else:
+        keys = set(await store.keys_tagged(value))
+        fills.invalidate_where(lambda fill: True)  # their tags are not known yet
+    if soft:
+        count = await _mark_stale(store, sorted(keys), request.app[TARGETS])
+    else:
+        count = await store.purge(sorted(keys))
+    metrics.PURGES.labels(kind, "soft" if soft else "hard").inc()
+    return web.json_response({"purged": count, "kind": kind, "value": value, "soft": soft})
+
+
+async def _mark_stale(store: Store, keys: list[str], targets: tuple[str, ...]) -> int:
+    """Soft purge: rewrite each entry as if stored just over its lifetime ago, so the next
+    request revalidates, and stale-if-error may still serve it."""
+    marked = 0
+    now = time.time()
+    for key in keys:
+        entry = await store.open(key)
+        if entry is None:
+            continue
+        try:
+            meta = entry.meta
+            if meta.is_vary_marker:
+                continue
+            headers = effective_headers(CIMultiDict(meta.headers), targets)
+            timing = Timing(meta.request_time, meta.response_time)
+            lifetime = freshness_lifetime(meta.status, headers, timing)
+            then = now - lifetime - 1
+            stale = replace(meta, request_time=then, response_time=then)
+            await store.refresh(key, entry.fd, stale)
+            marked += 1
+        finally:
+            os.close(entry.fd)
+    return marked

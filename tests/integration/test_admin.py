@@ -1,0 +1,161 @@
+"""The admin listener: the token guards every call; purges by URL, prefix and tag, hard
+and soft, do what they say (shown by the next request's Cache-Status and origin count);
+stats, metrics and health answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.app import build_admin, build_app, make_store
+from proxy.config import ConfigError, build_config
+from tests.fake_origin import FakeOrigin, Obj
+
+TOKEN = "s3cret-admin-token-123"
+FRESH = {"Cache-Control": "max-age=600", "Content-Type": "application/octet-stream"}
+
+
+class Stack:
+    def __init__(self, proxy: TestServer, admin: TestServer, cache_dir: Path) -> None:
+        self.proxy_url = str(proxy.make_url("")).rstrip("/")
+        self.admin_url = str(admin.make_url("")).rstrip("/")
+        self.cache_dir = cache_dir
+
+    async def get(self, path: str, **kw: str) -> tuple[int, bytes, str]:
+        async with aiohttp.ClientSession() as client:
+            async with client.get(self.proxy_url + path, **kw) as resp:
+                return resp.status, await resp.read(), resp.headers["Cache-Status"]
+
+    async def admin(self, method: str, path: str, token: str | None = TOKEN):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with aiohttp.ClientSession() as client:
+            async with client.request(method, self.admin_url + path, headers=headers) as resp:
+                return resp.status, await resp.text()
+
+    async def stored(self, path: str) -> None:
+        """A miss, then wait until its entry is committed, so the next request hits."""
+        await self.get(path)
+        for _ in range(100):
+            if not any((self.cache_dir / "tmp").iterdir()):
+                status, _, cache = await self.get(path)
+                if cache.startswith("pixcache; hit"):
+                    return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{path} was never stored")
+
+
+@pytest.fixture
+async def stack(origin: FakeOrigin, tmp_path: Path) -> AsyncIterator[Stack]:
+    config = build_config(
+        {"origin": origin.url, "cache_dir": str(tmp_path / "cache"), "admin_token": TOKEN},
+        environ={},
+    )
+    store = make_store(config)
+    store.prepare()
+    app = build_app(config, store)
+    proxy = TestServer(app, host="127.0.0.1")
+    admin = TestServer(build_admin(config, app), host="127.0.0.1")
+    await proxy.start_server()
+    await admin.start_server()
+    yield Stack(proxy, admin, config.cache_dir)
+    await admin.close()
+    await proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/stats"),
+        ("POST", "/purge?url=/a"),
+        ("POST", "/purge?prefix=/"),
+        ("POST", "/purge?tag=t"),
+    ],
+)
+async def test_every_admin_call_without_the_token_gets_401(
+    stack: Stack, method: str, path: str
+) -> None:
+    assert (await stack.admin(method, path, token=None))[0] == 401
+    assert (await stack.admin(method, path, token="wrong-token-wrong-token"))[0] == 401
+    assert (await stack.admin(method, path))[0] in (200, 503)
+
+
+async def test_purge_by_url_prefix_and_tag(stack: Stack, origin: FakeOrigin) -> None:
+    for path in ("/img/a.jpg", "/img/b.jpg", "/other/c.jpg"):
+        origin.add(path, Obj(body=path.encode(), headers={**FRESH, "Surrogate-Key": "k1 shared"}))
+    origin.add("/tagged.jpg", Obj(body=b"t", headers={**FRESH, "Surrogate-Key": "promo"}))
+    for path in ("/img/a.jpg", "/img/b.jpg", "/other/c.jpg", "/tagged.jpg"):
+        await stack.stored(path)
+
+    status, text = await stack.admin("POST", "/purge?url=/img/a.jpg")
+    assert status == 200 and '"purged": 1' in text
+    assert (await stack.get("/img/a.jpg"))[2].startswith("pixcache; fwd=uri-miss")
+    assert (await stack.get("/img/b.jpg"))[2].startswith("pixcache; hit")
+
+    status, _ = await stack.admin("POST", "/purge?prefix=/img/")
+    assert status == 200
+    assert (await stack.get("/img/b.jpg"))[2].startswith("pixcache; fwd=uri-miss")
+    assert (await stack.get("/other/c.jpg"))[2].startswith("pixcache; hit")
+
+    status, _ = await stack.admin("POST", "/purge?tag=promo")
+    assert status == 200
+    assert (await stack.get("/tagged.jpg"))[2].startswith("pixcache; fwd=uri-miss")
+    assert (await stack.get("/other/c.jpg"))[2].startswith("pixcache; hit")
+    assert origin.hits["/img/a.jpg"] == 2 and origin.hits["/tagged.jpg"] == 2
+    assert origin.hits["/other/c.jpg"] == 1
+
+
+async def test_soft_purge_revalidates_and_stale_if_error_still_serves(
+    stack: Stack, origin: FakeOrigin
+) -> None:
+    headers = {**FRESH, "ETag": '"v1"', "Cache-Control": "max-age=600, stale-if-error=600"}
+    origin.add("/soft.jpg", Obj(body=b"soft", headers=headers))
+    await stack.stored("/soft.jpg")
+    status, text = await stack.admin("POST", "/purge?url=/soft.jpg&soft=1")
+    assert status == 200 and '"purged": 1' in text
+    status, body, cache = await stack.get("/soft.jpg")
+    assert body == b"soft" and "fwd=stale" in cache and "fwd-status=304" in cache
+    await stack.admin("POST", "/purge?url=/soft.jpg&soft=1")
+    origin.add("/soft.jpg", Obj(body=b"down", status=503, headers={"Content-Type": "text/plain"}))
+    status, body, cache = await stack.get("/soft.jpg")
+    assert status == 200 and body == b"soft" and 'detail="stale-if-error"' in cache
+
+
+async def test_stats_metrics_and_health(stack: Stack, origin: FakeOrigin) -> None:
+    origin.add("/m.jpg", Obj(body=b"m" * 100, headers=FRESH))
+    await stack.stored("/m.jpg")  # a miss, then a hit
+    await stack.get("/m.jpg")  # another hit
+    status, text = await stack.admin("GET", "/healthz")
+    assert status == 200
+    status, text = await stack.admin("GET", "/readyz")
+    assert status == 200 and '"ready": true' in text
+    status, text = await stack.admin("GET", "/stats")
+    assert status == 200 and '"entries": 1' in text
+    status, text = await stack.admin("GET", "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    hits = sum(
+        s.value
+        for s in families["pixcache_requests"].samples
+        if s.labels.get("cache") == "hit" and s.name.endswith("_total")
+    )
+    assert hits >= 2
+
+
+def test_no_token_off_loopback_refuses_to_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="admin-token"):
+        build_config(
+            {
+                "origin": "http://127.0.0.1:9",
+                "cache_dir": str(tmp_path),
+                "admin_listen": "0.0.0.0:8081",
+            },
+            environ={},
+        )
