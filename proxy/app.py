@@ -162,7 +162,11 @@ async def scrub(store: Store, bytes_per_second: int) -> None:
 async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, from a store that `Store.prepare` has readied."""
     app = build_app(config, store)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # On SIGTERM: stop accepting, let requests in flight finish within the grace, then
+    # cancel unfinished fills (their temp files are removed) and exit 0.
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_grace
+    )
     await runner.setup()
     site = web.TCPSite(
         runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port, backlog=1024
@@ -191,6 +195,11 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Logs go to stdout (no file to reopen), and the configuration is frozen at start:
+    # SIGHUP has nothing it could safely reload, and says so instead of killing us.
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.info("sighup", reloaded="nothing; restart to change settings")
+    )
     try:
         await stop.wait()
     finally:

@@ -55,6 +55,7 @@ HELP = {
     "admin_listen": "HOST:PORT of the admin listener (default 127.0.0.1:8081)",
     "admin_token": "bearer token the admin listener requires (required off loopback)",
     "tag_header": "response field whose words tag an entry for purges (default Surrogate-Key)",
+    "shutdown_grace": "seconds requests in flight get to finish on SIGTERM (default 30)",
     "cache_control_field": "targeted Cache-Control field for this cache, RFC 9213 "
     "(default Pixcache-Cache-Control; CDN-Cache-Control is honoured after it)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",

@@ -78,6 +78,7 @@ class Config:
     admin_port: int = 8081
     admin_token: str | None = None  # bearer token for the admin listener
     tag_header: str = "Surrogate-Key"  # response field whose words tag an entry for purges
+    shutdown_grace: float = 30.0  # seconds requests in flight get to finish on SIGTERM
 
     @property
     def targeted_fields(self) -> tuple[str, ...]:
@@ -294,6 +295,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "admin_listen": _listen,
     "admin_token": _token,
     "tag_header": _field_name,
+    "shutdown_grace": _non_negative_seconds,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

@@ -7,6 +7,7 @@ and starts another; its key locks died with it (storage/keylock.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ def _worker(config: Config, store: Store, index: int) -> None:
     from proxy.app import serve
 
     structlog.contextvars.bind_contextvars(worker=index)
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     try:
         uvloop.run(serve(config, store, reuse_port=True))
@@ -60,8 +61,14 @@ def run_workers(config: Config, store: Store) -> None:
             except ProcessLookupError:
                 pass
 
+    def forward_hup(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, forward_hup)
     for index in range(config.workers):
         spawn(index)
     log.info("master_started", workers=config.workers, pid=os.getpid())
