@@ -62,6 +62,7 @@ def make_store(config: Config) -> Store:
         expiry_of=lambda meta: expiry_of(meta, config.targeted_fields),
         tags_of=lambda meta: tags_of(meta, config.tag_header),
         on_corrupt=_count_corrupt,
+        on_evict=lambda count, why: metrics.EVICTIONS.labels(why).inc(count),
     )
 
 
@@ -97,6 +98,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
+    metrics.FILLS_IN_FLIGHT.set_function(lambda: len(fills.in_flight))
     handler = Handler(store, origin, fills, grace=config.grace, targets=config.targeted_fields)
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
@@ -131,6 +133,8 @@ async def upkeep(store: Store, config: Config) -> None:
                         reconciled = True
                         log.info("index_rebuilt", added=added)
                     await store.maintain()
+                    metrics.CACHE_BYTES.set(await store.total_size())
+                    metrics.CACHE_ENTRIES.set(await store.entry_count())
                     if scrubber is None and config.scrub_rate:
                         scrubber = asyncio.get_running_loop().create_task(
                             scrub(store, config.scrub_rate)

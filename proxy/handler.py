@@ -14,10 +14,10 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy import metrics
 from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
 from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
 from proxy.fills import Fills
+from proxy.observe import PENDING_KEY, Served, record_request
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
@@ -66,16 +66,6 @@ class Lookup:
         return entry
 
 
-@dataclass
-class Served:
-    """What happened, for the request log event."""
-
-    status: int
-    cache: CacheStatus
-    timings: dict[str, float] | None = None
-    error: ProxyError | None = None
-
-
 class Handler:
     def __init__(
         self,
@@ -99,11 +89,17 @@ class Handler:
             served = await self.handle(request)
         except ClientGone:
             served.status = 499
+        except asyncio.CancelledError:
+            # aiohttp cancels a handler whose client went away; a response already under
+            # way is recorded as what it was (its fill goes on in a task of its own).
+            served = request.get(PENDING_KEY) or served
+            served.client_gone = True
+            raise
         except Exception as exc:  # noqa: BLE001 - one request's bug must not cost a 500 without Cache-Status
             log.exception("handler_failed", path=request.rel_url.raw_path_qs)
             served = await self.internal_error(request, exc)
         finally:
-            _log_request(request, served, began)
+            record_request(request, served, began)
         # The response was written already (or the connection is gone); aiohttp's own
         # prepare/write_eof on it are then no-ops.
         return request.get(RESPONSE_KEY) or web.Response(status=served.status)
@@ -197,7 +193,8 @@ class Handler:
             status = await send_entry(request, meta.status, headers, entry.fd, meta.body_length)
         finally:
             os.close(entry.fd)
-        return Served(status, cache)
+        sent = meta.body_length if request.method == "GET" and status == 200 else 0
+        return Served(status, cache, body_bytes=sent)
 
     async def refresh_in_background(self, request: web.Request, key: str, found: Lookup) -> None:
         assert found.entry is not None
@@ -262,13 +259,19 @@ class Handler:
                 detail=head.detail or None,
             )
             headers = client_headers(head.headers, cache.render())
+            full_body = request.method == "GET" and head.status == 200
+            request[PENDING_KEY] = Served(
+                head.status, cache, head.timings, body_bytes=(head.content_length or 0) * full_body
+            )
             try:
                 status = await send_filling(
                     request, head.status, headers, head.content_length, fill, reader
                 )
             except ProxyError as exc:
                 return Served(head.status, cache, head.timings, exc)
-            return Served(status, cache, head.timings)
+            full_body = request.method == "GET" and status == 200
+            sent = (head.content_length or 0) if full_body else 0
+            return Served(status, cache, head.timings, body_bytes=sent)
         finally:
             fill.leave(reader)
             if leader:
@@ -379,25 +382,3 @@ def _forwarded_headers(
     with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
     headers.add("Surrogate-Capability", SURROGATE_CAPABILITY)
     return headers
-
-
-def _log_request(request: web.Request, served: Served, began: float) -> None:
-    fields: dict[str, object] = {
-        "method": request.method,
-        "path": request.rel_url.raw_path_qs,
-        "status": served.status,
-        "cache": served.cache.outcome,
-        "duration": round(time.monotonic() - began, 6),
-    }
-    if served.cache.collapsed:
-        fields["collapsed"] = True
-    if served.timings:
-        fields["origin_timings"] = served.timings
-    if served.error is not None:
-        fields["error"] = served.error.event
-        fields["error_detail"] = served.error.message
-        if stage := getattr(served.error, "stage", None):
-            fields["stage"] = stage
-        fields["origin"] = served.error.origin
-    metrics.REQUESTS.labels(served.cache.outcome, str(served.status)).inc()
-    log.info("request", **fields)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 STORAGE_ERRORS = Counter(
     "pixcache_storage_errors_total",
@@ -24,6 +24,22 @@ REQUESTS = Counter(
     "pixcache_requests_total", "Requests answered, by cache outcome and status", ["cache", "status"]
 )
 PURGES = Counter("pixcache_purges_total", "Admin purges", ["kind", "mode"])
+ORIGIN_SECONDS = Histogram(
+    "pixcache_origin_seconds",
+    "Time spent per stage of an origin fetch (connect, tls, headers, body)",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ORIGIN_ERRORS = Counter(
+    "pixcache_origin_errors_total", "Failed origin fetches, by stage and kind", ["stage", "kind"]
+)
+BYTES_SERVED = Counter(
+    "pixcache_body_bytes_total", "Body bytes sent to clients, by where they came from", ["source"]
+)
+COALESCED = Counter("pixcache_coalesced_waiters_total", "Requests that joined a fill in flight")
+FILLS_IN_FLIGHT = Gauge("pixcache_fills_in_flight", "Origin fills in flight in this process")
+CACHE_BYTES = Gauge("pixcache_cache_bytes", "Bytes the cache's entries take (from the index)")
+CACHE_ENTRIES = Gauge("pixcache_cache_entries", "Entries in the cache (from the index)")
 
 
 def counter_value(counter: Counter, **labels: str) -> float:

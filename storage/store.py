@@ -58,12 +58,14 @@ class Store:
         expiry_of: Callable[[EntryMeta], float] = _never_expires,
         tags_of: Callable[[EntryMeta], tuple[str, ...]] = lambda meta: (),
         on_corrupt: Callable[[str, str], None] = lambda key_hash, reason: None,
+        on_evict: Callable[[int, str], None] = lambda count, why: None,
     ) -> None:
         self.layout = Layout(root)
         self.bounds = bounds
         self.expiry_of = expiry_of
         self.tags_of = tags_of
         self.on_corrupt = on_corrupt
+        self.on_evict = on_evict
         self.index = Index(self.layout.index_file)
         # SQLite connections belong to a thread: every index call runs on this one.
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="pixcache-index")
@@ -301,6 +303,7 @@ class Store:
         if key_hashes:
             await self._unlink(key_hashes)
             self.evicted += len(key_hashes)
+            self.on_evict(len(key_hashes), why)
             log.info("evicted", count=len(key_hashes), why=why)
 
     async def _unlink(self, key_hashes: list[str]) -> None:
