@@ -15,14 +15,15 @@ import errno
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import metrics
 from proxy.errors import IncompleteBody, ProxyError
-from proxy.guard import Guard, ImageRejected
+from proxy.fill_head import NOT_FORWARDED_ON_FILL, RETRY, FillHead, FillSettings, Stale
+from proxy.guard import ImageRejected
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.conditional import updated_headers, validators_for
 from proxy.policy.storable import Verdict, may_store
@@ -35,51 +36,7 @@ from storage.temp import TempBody
 
 log = structlog.get_logger("pixcache.fill")
 
-# Request fields a fill never forwards: it fetches the whole, unconditional object for
-# everyone, whatever the client that started it asked for.
-NOT_FORWARDED_ON_FILL = frozenset(
-    {"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"}
-)
-
-
-@dataclass(frozen=True)
-class FillSettings:
-    """What every fill of this instance obeys, from the configuration."""
-
-    max_object_size: int | None = None
-    targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
-    guard: Guard | None = None
-
-
-@dataclass
-class Stale:
-    """A stored response to revalidate: a descriptor of its file (owned by the fill)."""
-
-    fd: int
-    meta: EntryMeta
-
-
-@dataclass
-class FillHead:
-    status: int
-    headers: CIMultiDictProxy[str]
-    content_length: int | None
-    verdict: Verdict
-    vary_fields: tuple[str, ...]
-    vary_values: dict[str, str | None]
-    timings: dict[str, float] = field(default_factory=dict)
-    stored: bool = True  # admitted to the store (it may still be dropped later)
-    detail: str = ""
-    origin_status: int = 0  # what the origin answered, when not `status` (a 304)
-
-    @property
-    def shared(self) -> bool:
-        return self.verdict.ok
-
-
-# The fill waited for another process's fill of the key, which committed an entry: look
-# the key up again instead of fetching.
-RETRY = object()
+__all__ = ["NOT_FORWARDED_ON_FILL", "RETRY", "Fill", "FillHead", "FillSettings", "Stale"]
 
 
 class Fill:

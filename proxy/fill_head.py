@@ -1,0 +1,58 @@
+"""The small values a fill shares with the handler: what the origin answered (FillHead),
+what every fill obeys (FillSettings), what it revalidates (Stale)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDictProxy
+
+from proxy.guard import Guard
+from proxy.policy.storable import Verdict
+from storage.entry import EntryMeta
+
+# Request fields a fill never forwards: it fetches the whole, unconditional object for
+# everyone, whatever the client that started it asked for.
+NOT_FORWARDED_ON_FILL = frozenset(
+    {"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"}
+)
+
+
+@dataclass(frozen=True)
+class FillSettings:
+    """What every fill of this instance obeys, from the configuration."""
+
+    max_object_size: int | None = None
+    targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
+    guard: Guard | None = None
+
+
+@dataclass
+class Stale:
+    """A stored response to revalidate: a descriptor of its file (owned by the fill)."""
+
+    fd: int
+    meta: EntryMeta
+
+
+@dataclass
+class FillHead:
+    status: int
+    headers: CIMultiDictProxy[str]
+    content_length: int | None
+    verdict: Verdict
+    vary_fields: tuple[str, ...]
+    vary_values: dict[str, str | None]
+    timings: dict[str, float] = field(default_factory=dict)
+    stored: bool = True  # admitted to the store (it may still be dropped later)
+    detail: str = ""
+    origin_status: int = 0  # what the origin answered, when not `status` (a 304)
+
+    @property
+    def shared(self) -> bool:
+        return self.verdict.ok
+
+
+# The fill waited for another process's fill of the key, which committed an entry: look
+# the key up again instead of fetching.
+RETRY = object()
