@@ -120,7 +120,7 @@ def build_app(config: Config, store: Store) -> web.Application:
 async def upkeep(store: Store, config: Config) -> None:
     """Every worker writes its LRU uses; one of them (whoever holds the upkeep lock, taken
     over if it dies) rebuilds the index at start, evicts and runs the scrubber."""
-    upkeep_lock = KeyLock(store.layout.root / "upkeep.lock", "0" * 64)
+    upkeep_lock = KeyLock(store.layout.upkeep_lock_file, "0" * 64)
     scrubber: asyncio.Task[None] | None = None
     reconciled = False
     try:

@@ -37,6 +37,10 @@ class Layout:
         return self.root / "locks"
 
     @property
+    def upkeep_lock_file(self) -> Path:
+        return self.root / "upkeep.lock"
+
+    @property
     def index_file(self) -> Path:
         return self.root / "index.sqlite3"
 

@@ -122,7 +122,13 @@ def root_names(layout: Layout) -> frozenset[str]:
     dir is a mount point: not ours to report."""
     index = layout.index_file.name
     return frozenset(
-        {layout.entries.name, layout.tmp.name, layout.lock_file.name, "lost+found"}
+        {
+            layout.entries.name,
+            layout.tmp.name,
+            layout.lock_file.name,
+            layout.upkeep_lock_file.name,
+            "lost+found",
+        }
         | {index + suffix for suffix in SQLITE_SUFFIXES}
     )
 
