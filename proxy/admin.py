@@ -15,7 +15,7 @@ from dataclasses import replace
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy import metrics
 from proxy.fills import Fills
@@ -87,8 +87,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    body = generate_latest()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=metrics.scrape(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def stats(request: web.Request) -> web.Response:

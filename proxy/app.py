@@ -98,7 +98,6 @@ def build_app(config: Config, store: Store) -> web.Application:
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
-    metrics.FILLS_IN_FLIGHT.set_function(lambda: len(fills.in_flight))
     handler = Handler(store, origin, fills, grace=config.grace, targets=config.targeted_fields)
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from proxy import purge_cmd, verify_cmd
-from proxy.app import make_store, run
 from proxy.config import SETTINGS, Config, ConfigError, build_config
 from proxy.logs import configure_logging
 from storage.store import Store
+
+# proxy.app (and with it prometheus-client) is imported only once the configuration is
+# known: with several workers, the metrics must be created in multiprocess mode.
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -88,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _start(config: Config, store: Store) -> int:
     configure_logging(config.log_format, config.log_level)
+    from proxy.app import run
+
     try:
         run(config, store)
     except OSError as exc:
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
         else:
             config = build_config(flags)
+        if config.workers > 1:
+            _metrics_across_workers()
         store = _prepare_store(config)
     except ConfigError as exc:
         print(f"pixcache: {exc}", file=sys.stderr)
@@ -123,8 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     return _start(config, store)
 
 
+def _metrics_across_workers() -> None:
+    """prometheus-client's multiprocess mode: every worker writes its samples to files in
+    one directory, and a scrape of any worker sums them. The library takes the directory
+    from its environment variable, read when the first metric is created, so it is set
+    here, before proxy.app is imported. A fresh directory per start: old samples of dead
+    processes must not be counted again."""
+    import atexit
+    import os
+    import shutil
+
+    directory = tempfile.mkdtemp(prefix="pixcache-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    pid = os.getpid()
+    atexit.register(lambda: os.getpid() == pid and shutil.rmtree(directory, ignore_errors=True))
+
+
 def _prepare_store(config: Config) -> Store:
     """A cache directory we cannot write is a configuration error, found before serving."""
+    from proxy.app import make_store
+
     cache_dir = config.cache_dir
     store = make_store(config)
     try:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import structlog
 
+from proxy import metrics
 from proxy.errors import Overloaded, ProxyError
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
@@ -78,6 +79,7 @@ class Fills:
             return current, False, current.join()
         self._admit()
         self._started += 1
+        metrics.FILLS_IN_FLIGHT.inc()
         reader = fill.join()
         self.in_flight[fill.coalesce_key] = fill
         task = asyncio.get_running_loop().create_task(self._run(fill))
@@ -110,6 +112,7 @@ class Fills:
             await self._slots.acquire()
         except asyncio.CancelledError:
             self._started -= 1
+            metrics.FILLS_IN_FLIGHT.dec()
             fill.close()
             raise
         try:
@@ -125,6 +128,7 @@ class Fills:
             fill._fail(ProxyError(f"internal error: {exc!r}"))
         finally:
             self._started -= 1
+            metrics.FILLS_IN_FLIGHT.dec()
             self._slots.release()
             lock.release()
             self._detach(fill)

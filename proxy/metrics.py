@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 STORAGE_ERRORS = Counter(
     "pixcache_storage_errors_total",
@@ -37,9 +46,36 @@ BYTES_SERVED = Counter(
     "pixcache_body_bytes_total", "Body bytes sent to clients, by where they came from", ["source"]
 )
 COALESCED = Counter("pixcache_coalesced_waiters_total", "Requests that joined a fill in flight")
-FILLS_IN_FLIGHT = Gauge("pixcache_fills_in_flight", "Origin fills in flight in this process")
-CACHE_BYTES = Gauge("pixcache_cache_bytes", "Bytes the cache's entries take (from the index)")
-CACHE_ENTRIES = Gauge("pixcache_cache_entries", "Entries in the cache (from the index)")
+# multiprocess_mode says how the workers' values combine (ignored with one process).
+FILLS_IN_FLIGHT = Gauge(
+    "pixcache_fills_in_flight", "Origin fills in flight", multiprocess_mode="livesum"
+)
+CACHE_BYTES = Gauge(
+    "pixcache_cache_bytes",
+    "Bytes the cache's entries take (from the index)",
+    multiprocess_mode="max",
+)
+CACHE_ENTRIES = Gauge(
+    "pixcache_cache_entries", "Entries in the cache (from the index)", multiprocess_mode="max"
+)
+
+
+def scrape() -> bytes:
+    """The text exposition of every metric: of all workers when they share a directory
+    (prometheus-client's multiprocess mode, set up by the command line), else of this
+    process."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return generate_latest(registry)
+
+
+def process_died(pid: int) -> None:
+    """A worker is gone: its live gauges stop counting."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)
 
 
 def counter_value(counter: Counter, **labels: str) -> float:

@@ -16,6 +16,7 @@ import time
 import structlog
 import uvloop
 
+from proxy import metrics
 from proxy.config import Config
 from storage.store import Store
 
@@ -79,6 +80,7 @@ def run_workers(config: Config, store: Store) -> None:
             break
         index, started = children.pop(pid)
         swept = store.layout.sweep_temp_files(pid=pid)
+        metrics.process_died(pid)
         if stopping:
             continue
         log.warning(

@@ -93,3 +93,47 @@ async def test_worker_killed_mid_fill_is_replaced_and_the_next_request_fetches_a
     finally:
         stop(proc)
         stop(origin_proc)
+
+
+async def test_metrics_cover_both_workers(tmp_path: Path) -> None:
+    """Whichever worker answers the scrape, the counts are those of both."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    origin_proc, origin_url = start_origin({"/m.jpg": (1000, 9)})
+    port, admin_port = free_port(), free_port()
+    log = tmp_path / "pixcache.log"
+    proc = start_pixcache(
+        origin_url,
+        tmp_path / "cache",
+        port,
+        "--workers",
+        "2",
+        "--admin-listen",
+        f"127.0.0.1:{admin_port}",
+        log=log,
+    )
+    try:
+        wait_for_children(proc.pid, 2)
+        wait_for_port(admin_port, proc)
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as client:
+            for _ in range(40):
+                async with client.get(f"http://127.0.0.1:{port}/m.jpg") as resp:
+                    assert resp.status == 200
+                    await resp.read()
+            for _ in range(4):  # scrapes land on either worker
+                async with client.get(f"http://127.0.0.1:{admin_port}/metrics") as resp:
+                    text = await resp.text()
+                total = sum(
+                    sample.value
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                    if sample.name == "pixcache_requests_total"
+                )
+                assert total == 40
+    finally:
+        stop(proc)
+        stop(origin_proc)
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    served_by = Counter(e.get("worker") for e in events if e.get("event") == "request")
+    assert served_by[0] > 0 and served_by[1] > 0, served_by
