@@ -1,9 +1,9 @@
 """The admin listener: purge, stats, metrics and health, on its own address, behind the
 operator's bearer token (compared in constant time). Every call is logged with its outcome.
 
-Purges work from the shared index and entry files, so they reach what every worker stored.
-A fill in flight in the process that takes the purge is told not to commit; fills in other
-worker processes are not reached (one process per instance gives the full guarantee)."""
+Purges work from the shared index and entry files, so they reach what every worker stored,
+and they are recorded there, so that a fill in flight in any worker does not commit what it
+fetched before the purge."""
 
 from __future__ import annotations
 
@@ -118,6 +118,9 @@ async def purge(request: web.Request) -> web.Response:
     kind, value = chosen[0], query[chosen[0]]
     if kind in ("url", "prefix") and not value.startswith("/"):
         return web.json_response({"error": f"{kind} must be a path starting with /"}, status=400)
+    # Recorded first: a fill in any worker that commits from now on sees it and drops
+    # what it fetched (see Store.commit).
+    await store.record_purge(kind, value)
     if kind == "url":
         keys = set(await store.keys_at(value)) | {primary_key_hash(value)}
         fills.invalidate_where(lambda fill: fill.key == value)

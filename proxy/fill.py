@@ -78,6 +78,8 @@ class Fill:
         self._progress = asyncio.Event()
         self._task_done = False
         self._claimed = False
+        # Purges from this moment on cover what this fill fetches (storage checks at commit).
+        self.started = time.time()
 
     # -- for readers -------------------------------------------------------------------
     def open_reader(self) -> int | None:
@@ -232,7 +234,7 @@ class Fill:
             vary_values=head.vary_values,
         )
         try:
-            await store.commit(self.temp, meta, self.plan)
+            await store.commit(self.temp, meta, self.plan, self.started)
             self.committed = True
         except Exception as exc:  # noqa: BLE001 - a failed commit only costs a future miss
             log.warning("commit_failed", key=self.key, error=repr(exc))
@@ -286,7 +288,7 @@ class Fill:
         meta = replace(old, headers=headers, request_time=request_time, response_time=response_time)
         if not self.invalidated:
             try:
-                await store.refresh(self.coalesce_key, self.stale.fd, meta)
+                await store.refresh(self.coalesce_key, self.stale.fd, meta, self.started)
                 self.committed = True
             except Exception as exc:  # noqa: BLE001 - the waiters are served all the same
                 log.warning("refresh_failed", key=self.key, error=repr(exc))

@@ -27,6 +27,12 @@ CREATE TABLE IF NOT EXISTS entry_paths (
     tags TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entry_paths_by_path ON entry_paths (path);
+CREATE TABLE IF NOT EXISTS purges (
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS purges_by_time ON purges (at);
 CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires);
 """
 
@@ -74,6 +80,33 @@ class Index:
             "SELECT key FROM entry_paths WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
         )
         return [key for (key,) in rows]
+
+    def record_purge(self, kind: str, value: str, at: float) -> None:
+        """Remember a purge, so that fills in flight in every process can see it."""
+        db = self._conn()
+        with _immediate(db):
+            db.execute("INSERT INTO purges (at, kind, value) VALUES (?, ?, ?)", (at, kind, value))
+
+    def purged_since(self, path: str, tags: tuple[str, ...], since: float) -> bool:
+        """Whether a purge at or after `since` covers this path or one of these tags."""
+        tag_words = " " + " ".join(tags) + " "
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM purges WHERE at >= ? AND ("
+                " (kind = 'url' AND value = ?)"
+                " OR (kind = 'prefix' AND substr(?, 1, length(value)) = value)"
+                " OR (kind = 'tag' AND instr(?, ' ' || value || ' ') > 0)) LIMIT 1",
+                (since, path, path, tag_words),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def forget_purges_before(self, at: float) -> None:
+        db = self._conn()
+        with _immediate(db):
+            db.execute("DELETE FROM purges WHERE at < ?", (at,))
 
     def keys_at(self, path: str) -> list[str]:
         """Entries of exactly this request path: the entry, or a Vary marker and variants."""

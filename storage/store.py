@@ -29,6 +29,10 @@ log = structlog.get_logger("pixcache.storage")
 FREE_SPACE_TTL = 1.0
 
 
+class PurgedMeanwhile(Exception):
+    """A purge came after the fill started: what it fetched must not be committed."""
+
+
 @dataclass(frozen=True)
 class Bounds:
     max_size: int | None = None  # bytes the entries may take in all
@@ -134,9 +138,14 @@ class Store:
     def begin(self) -> TempBody:
         return TempBody.create(self.layout.tmp)
 
-    async def commit(self, temp: TempBody, meta: EntryMeta, plan: VaryPlan) -> None:
+    async def commit(
+        self, temp: TempBody, meta: EntryMeta, plan: VaryPlan, started: float = 0.0
+    ) -> None:
         """Make room, commit the entry (and a Vary marker when the fields are new), index it.
-        Raises on failure; the caller discards the temp file."""
+        Raises on failure (PurgedMeanwhile when a purge since `started` covers it); the
+        caller discards the temp file."""
+        if started and await self.purged_since(meta, started):
+            raise PurgedMeanwhile(meta.key)
         target = plan.primary
         vary_id = plan.marker_id
         if meta.vary_fields:
@@ -166,10 +175,14 @@ class Store:
                 marker.discard()
             await self._indexed(plan.primary, marker_meta)
 
-    async def refresh(self, key_hash: str, src_fd: int, meta: EntryMeta) -> None:
+    async def refresh(
+        self, key_hash: str, src_fd: int, meta: EntryMeta, started: float = 0.0
+    ) -> None:
         """Store `meta` (freshened headers, RFC 9111 §4.3.4) over the entry whose body is
         `src_fd`, through the same atomic commit; the body is copied and re-hashed, so a
         body that rotted since it was stored is refused, never refreshed."""
+        if started and await self.purged_since(meta, started):
+            raise PurgedMeanwhile(meta.key)
         temp = self.begin()
         try:
             await temp.copy_from(src_fd, meta.body_length)
@@ -186,6 +199,14 @@ class Store:
 
     async def keys_under(self, prefix: str) -> list[str]:
         return await self._on_index(self.index.keys_under, prefix)
+
+    async def record_purge(self, kind: str, value: str) -> None:
+        await self._on_index(self.index.record_purge, kind, value, time.time())
+
+    async def purged_since(self, meta: EntryMeta, since: float) -> bool:
+        """A purge that came after a fill started covers what it fetched: it must not be
+        committed (whichever worker process took the purge)."""
+        return await self._on_index(self.index.purged_since, meta.key, self.tags_of(meta), since)
 
     async def entry_count(self) -> int:
         return await self._on_index(self.index.count)
@@ -218,7 +239,9 @@ class Store:
         await self._evict(victims, "max-size")
 
     async def maintain(self) -> None:
-        """Remove entries stale past their grace, and evict while free space is short."""
+        """Remove entries stale past their grace, and evict while free space is short;
+        forget purges older than any fill could be (a day)."""
+        await self._on_index(self.index.forget_purges_before, time.time() - 86400)
         if self.index_stale:
             self.index_stale = False
             await self.reconcile()

@@ -183,3 +183,48 @@ def test_no_token_off_loopback_refuses_to_start(tmp_path: Path) -> None:
             },
             environ={},
         )
+
+
+async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
+    origin: FakeOrigin, tmp_path: Path
+) -> None:
+    """Two instances on one cache directory, as two workers are: the purge taken by one
+    stops the other's fill in flight from committing what it fetched before the purge."""
+    from tests.fake_origin import pattern_bytes
+
+    body = pattern_bytes(200_000, 4)
+    origin.add("/race.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
+    flags = {"origin": origin.url, "cache_dir": str(tmp_path / "cache"), "admin_token": TOKEN}
+    config = build_config(flags, environ={})
+    servers = []
+    for _ in range(2):
+        store = make_store(config)
+        store.prepare()
+        app = build_app(config, store)
+        servers += [
+            TestServer(app, host="127.0.0.1"),
+            TestServer(build_admin(config, app), host="127.0.0.1"),
+        ]
+    for server in servers:
+        await server.start_server()
+    first, second = (
+        Stack(servers[0], servers[1], config.cache_dir),
+        Stack(servers[2], servers[3], config.cache_dir),
+    )
+    try:
+        filling = asyncio.ensure_future(first.get("/race.jpg"))
+        await asyncio.sleep(0.4)  # the fill is paused in the middle of the body
+        status, _ = await second.admin("POST", "/purge?url=/race.jpg")
+        assert status == 200
+        status, got, _ = await filling
+        assert status == 200 and got == body  # the client still gets what it asked for
+        for _ in range(50):
+            if not any((config.cache_dir / "tmp").iterdir()):
+                break
+            await asyncio.sleep(0.02)
+        assert [p for p in (config.cache_dir / "entries").glob("??/*")] == []
+        status, _, cache = await first.get("/race.jpg")
+        assert cache.startswith("pixcache; fwd=uri-miss")
+    finally:
+        for server in servers:
+            await server.close()
