@@ -9,7 +9,6 @@ and what caches go on serving for days; this is where pixcache stops them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -199,11 +198,3 @@ async def _chain(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
         yield chunk
     async for chunk in rest:
         yield chunk
-
-
-def suppress_pyvips_warnings() -> None:
-    """libvips logs a warning for every truncated header it is shown while probing."""
-    with contextlib.suppress(Exception):
-        import logging
-
-        logging.getLogger("pyvips").setLevel(logging.ERROR)

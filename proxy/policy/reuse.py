@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from proxy.policy.directives import CacheControl, Headers, cache_control_of, list_values
+from proxy.policy.directives import CacheControl, Headers, cache_control_of
 from proxy.policy.freshness import Timing, current_age, freshness_lifetime
-from proxy.policy.storable import may_serve_stored
+from proxy.policy.storable import may_serve_stored, request_wants_validation
 
 
 class Action(StrEnum):
@@ -42,15 +42,6 @@ def forbids_stale(stored: CacheControl) -> bool:
     """RFC 9111 §5.2.2.2 must-revalidate, §5.2.2.8 proxy-revalidate, and §5.2.2.10: s-maxage
     "incorporates the semantics of proxy-revalidate" for a shared cache; §5.2.2.4 no-cache."""
     return any(d in stored for d in ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache"))
-
-
-def request_wants_validation(request_headers: Headers) -> bool:
-    """§5.2.1.4 no-cache in the request; §5.4 Pragma: no-cache only without Cache-Control."""
-    if "no-cache" in cache_control_of(request_headers):
-        return True
-    if "cache-control" in request_headers:
-        return False
-    return any(v.lower() == "no-cache" for v in list_values(request_headers, "Pragma"))
 
 
 def decide_reuse(

@@ -79,17 +79,18 @@ def may_serve_stored(request_headers: Headers, stored_headers: Headers) -> Verdi
     return Verdict(True)
 
 
-def needs_revalidation(request_headers: Headers, stored_headers: Headers) -> bool:
-    """Directives that forbid serving without validating first, even when fresh.
+def request_wants_validation(request_headers: Headers) -> bool:
+    """§5.2.1.4 no-cache in the request; §5.4 Pragma: no-cache only without Cache-Control."""
+    if "no-cache" in cache_control_of(request_headers):
+        return True
+    if "cache-control" in request_headers:
+        return False
+    return any(v.lower() == "no-cache" for v in list_values(request_headers, "Pragma"))
 
-    RFC 9111 §5.2.2.4: a stored response with no-cache must not be used without
-    validation. §5.2.1.4: a request with no-cache asks for the same. RFC 9111 §5.4: Pragma:
-    no-cache counts only where the request has no Cache-Control field."""
-    if "no-cache" in cache_control_of(stored_headers):
-        return True
-    req_cc = cache_control_of(request_headers)
-    if "no-cache" in req_cc:
-        return True
-    if "cache-control" not in request_headers:
-        return any(v.lower() == "no-cache" for v in list_values(request_headers, "Pragma"))
-    return False
+
+def needs_revalidation(request_headers: Headers, stored_headers: Headers) -> bool:
+    """Directives that forbid serving without validating first, even when fresh: §5.2.2.4
+    no-cache on the stored response, or the request's own (above)."""
+    return "no-cache" in cache_control_of(stored_headers) or request_wants_validation(
+        request_headers
+    )
