@@ -164,6 +164,16 @@ async def scrub(store: Store, bytes_per_second: int) -> None:
 
 async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, from a store that `Store.prepare` has readied."""
+    # Signal handlers first: a signal that comes as soon as the port listens is handled.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Logs go to stdout (no file to reopen), and the configuration is frozen at start:
+    # SIGHUP has nothing it could safely reload, and says so instead of killing us.
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.info("sighup", reloaded="nothing; restart to change settings")
+    )
     app = build_app(config, store)
     # On SIGTERM: stop accepting, let requests in flight finish within the grace, then
     # cancel unfinished fills (their temp files are removed) and exit 0.
@@ -193,15 +203,6 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         origin=config.origin.base_url,
         cache_dir=str(config.cache_dir),
         temp_files_swept=store.swept,
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # Logs go to stdout (no file to reopen), and the configuration is frozen at start:
-    # SIGHUP has nothing it could safely reload, and says so instead of killing us.
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: log.info("sighup", reloaded="nothing; restart to change settings")
     )
     try:
         await stop.wait()
