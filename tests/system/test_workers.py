@@ -121,16 +121,25 @@ async def test_metrics_cover_both_workers(tmp_path: Path) -> None:
                 async with client.get(f"http://127.0.0.1:{port}/m.jpg") as resp:
                     assert resp.status == 200
                     await resp.read()
-            for _ in range(4):  # scrapes land on either worker
+
+            async def scraped_total() -> float:
                 async with client.get(f"http://127.0.0.1:{admin_port}/metrics") as resp:
                     text = await resp.text()
-                total = sum(
+                return sum(
                     sample.value
                     for family in text_string_to_metric_families(text)
                     for sample in family.samples
                     if sample.name == "pixcache_requests_total"
                 )
-                assert total == 40
+
+            # A request is recorded just after its last byte went out: give the last one a
+            # moment, then every scrape, whichever worker answers it, must say 40.
+            for _ in range(50):
+                if await scraped_total() == 40:
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(4):
+                assert await scraped_total() == 40
     finally:
         stop(proc)
         stop(origin_proc)
