@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -40,3 +41,23 @@ class Origin(Protocol):
     ) -> OriginResponse: ...
 
     async def close(self) -> None: ...
+
+
+def text_response(
+    status: int, text: str, cache_control: str = "", *, allow: str = ""
+) -> OriginResponse:
+    """A short answer of our own. No validator, and no freshness unless configured, so it
+    is stored only when the operator asked for it."""
+    body = text.encode()
+
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    headers = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
+    headers["Content-Length"] = str(len(body))
+    headers["Date"] = formatdate(usegmt=True)
+    if cache_control:
+        headers["Cache-Control"] = cache_control
+    if allow:
+        headers["Allow"] = allow
+    return OriginResponse(status, CIMultiDictProxy(headers), once(), len(body))

@@ -15,7 +15,7 @@ import aiofiles
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import IncompleteBody, OriginUnavailable
-from proxy.origins.base import OriginResponse
+from proxy.origins.base import OriginResponse, text_response
 
 CHUNK = 256 * 1024
 # Files change rarely and carry validators; an hour is a safe default lifetime.
@@ -54,7 +54,7 @@ class FileOrigin:
         body: AsyncIterable[bytes] | None = None,
     ) -> OriginResponse:
         if method not in ("GET", "HEAD"):
-            return _text_response(405, "a folder origin is read-only\n")
+            return text_response(405, "a folder origin is read-only\n")
         loop = asyncio.get_running_loop()
         try:
             found = await loop.run_in_executor(None, _stat_file, self.root, path_qs)
@@ -63,7 +63,7 @@ class FileOrigin:
                 f"cannot stat: {exc}", stage="headers", origin=self.name
             ) from exc
         if found is None:
-            return _text_response(404, "not found\n")
+            return text_response(404, "not found\n")
         path, st = found
         etag = (
             '"' + hashlib.sha256(f"{st.st_mtime_ns}-{st.st_size}".encode()).hexdigest()[:20] + '"'
@@ -102,15 +102,3 @@ class FileOrigin:
 
     async def close(self) -> None:
         return None
-
-
-def _text_response(status: int, text: str) -> OriginResponse:
-    body = text.encode()
-
-    async def once() -> AsyncIterator[bytes]:
-        yield body
-
-    headers = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
-    headers["Content-Length"] = str(len(body))
-    headers["Date"] = formatdate(usegmt=True)
-    return OriginResponse(status, CIMultiDictProxy(headers), once(), len(body))

@@ -48,7 +48,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Deadlines
 from proxy.errors import IncompleteBody, OriginTimeout, OriginUnavailable
-from proxy.origins.base import OriginResponse
+from proxy.origins.base import OriginResponse, text_response
 from proxy.origins.s3_stages import (
     StageClock,
     StagedSession,
@@ -203,10 +203,10 @@ class S3Origin:
         body: AsyncIterable[bytes] | None = None,
     ) -> OriginResponse:
         if method not in ("GET", "HEAD"):
-            return _text_response(405, "an S3 origin is read-only\n", allow="GET, HEAD")
+            return text_response(405, "an S3 origin is read-only\n", allow="GET, HEAD")
         key = object_key(self.prefix, path_qs)
         if key is None:  # never sent to S3
-            return _text_response(404, "not found\n", self.not_found_cache_control)
+            return text_response(404, "not found\n", self.not_found_cache_control)
         params = {"Bucket": self.bucket, "Key": key, **_conditions(headers)}
         clock = StageClock(self.deadlines)
         token = current_clock.set(clock)
@@ -286,7 +286,7 @@ class S3Origin:
             return OriginResponse(304, CIMultiDictProxy(out), _empty(), None, timings)
         # A 404 without a code is a HEAD's: it cannot tell a missing key from a missing bucket.
         if code in NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
-            missing = _text_response(404, "not found\n", self.not_found_cache_control)
+            missing = text_response(404, "not found\n", self.not_found_cache_control)
             missing.timings = timings
             return missing
         detail = REFUSALS.get(code) or str(exc.response.get("Error", {}).get("Message", ""))
@@ -392,23 +392,3 @@ def _closer(stream: Any) -> Any:
         stream.close()
 
     return close
-
-
-def _text_response(
-    status: int, text: str, cache_control: str = "", *, allow: str = ""
-) -> OriginResponse:
-    """A short answer of our own. No validator, and no freshness unless configured, so it
-    is stored only when the operator asked for it."""
-    body = text.encode()
-
-    async def once() -> AsyncIterator[bytes]:
-        yield body
-
-    headers = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
-    headers["Content-Length"] = str(len(body))
-    headers["Date"] = formatdate(usegmt=True)
-    if cache_control:
-        headers["Cache-Control"] = cache_control
-    if allow:
-        headers["Allow"] = allow
-    return OriginResponse(status, CIMultiDictProxy(headers), once(), len(body))
