@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import build_admin, build_app, make_store
 from proxy.config import ConfigError, build_config
+from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj
 
 TOKEN = "s3cret-admin-token-123"
@@ -142,10 +143,7 @@ async def test_metrics_count_a_known_sequence_of_requests(stack: Stack, origin: 
     origin.add("/m.jpg", Obj(body=b"m" * 100, headers=FRESH))
     before = _samples((await stack.admin("GET", "/metrics"))[1])
     await stack.get("/m.jpg")  # a miss
-    for _ in range(100):  # its commit follows the client's last byte
-        if not any((stack.cache_dir / "tmp").iterdir()):
-            break
-        await asyncio.sleep(0.02)
+    await settled(stack.cache_dir, entry=True)
     await stack.get("/m.jpg")  # a hit
     await stack.get("/m.jpg")  # a hit
     after = _samples((await stack.admin("GET", "/metrics"))[1])

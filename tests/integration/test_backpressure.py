@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 
+from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import MakeProxy, cache_status
 
@@ -45,10 +46,7 @@ async def test_above_the_rss_ceiling_new_fills_get_503_but_hits_are_served(
     origin.add("/cold", Obj(body=b"new", headers=FRESH))
     roomy = await make_proxy(origin.url)
     await roomy.get("/warm")
-    for _ in range(100):  # the client has its bytes a moment before the commit is done
-        if roomy.entry_files() and not roomy.temp_files():
-            break
-        await asyncio.sleep(0.02)
+    await settled(roomy.cache_dir, entry=True)
     resp, _ = await roomy.get("/warm")
     assert cache_status(resp).startswith("pixcache; hit")
     # A second proxy on the same cache directory, whose ceiling this process is above.

@@ -7,6 +7,7 @@ import asyncio
 
 import aiohttp
 
+from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
 
@@ -32,11 +33,7 @@ async def _settled(proxy: Proxy) -> None:
 
     A client has the whole body (Content-Length bytes) a moment before the fill commits;
     eviction happens before the rename, so an empty tmp/ means it has run too."""
-    for _ in range(250):
-        if not proxy.temp_files():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"temp files left: {proxy.temp_files()}")
+    await settled(proxy.cache_dir)
 
 
 # -- max_object_size -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.commits import settled
 from tests.fake_origin import pattern_bytes
 from tests.system.procs import (
     free_port,
@@ -73,11 +74,7 @@ async def test_sigkill_during_fills_never_leaves_a_partial_entry(tmp_path: Path)
                 for path, status, body, cache in results:
                     assert status == 200, (path, cache)
                     assert body == expected[path], f"{path} served wrong bytes ({cache})"
-                # Clients have their last byte a moment before the commits are done.
-                for _ in range(250):
-                    if not any((cache_dir / "tmp").iterdir()):
-                        break
-                    await asyncio.sleep(0.02)
+                await settled(cache_dir)
             assert all("hit" in cache.split("; ") for _, _, _, cache in results)
         finally:
             stop(proc)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.commits import settled
 from tests.fake_origin import pattern_bytes
 from tests.system.procs import free_port, start_origin, start_pixcache, stop
 
@@ -23,17 +24,6 @@ def _verify(cache_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-async def _committed(cache_dir: Path) -> None:
-    """A client has its last byte a moment before the entry is committed (the fsync and
-    rename follow); wait for that moment, so the next request is a hit."""
-    for _ in range(250):
-        entries = [p for p in (cache_dir / "entries").glob("??/*") if p.stat().st_size > SIZE]
-        if entries and not any((cache_dir / "tmp").iterdir()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the entry was never committed")
 
 
 def _only_entry(cache_dir: Path) -> Path:
@@ -58,7 +48,7 @@ async def test_flipped_byte_is_found_by_verify_and_the_scrubber_and_never_served
     url = f"http://127.0.0.1:{port}/rot.jpg"
     try:
         assert (await _get(url))[1] == expected
-        await _committed(cache_dir)
+        await settled(cache_dir, entry=True)
         stop(proc)
         assert _verify(cache_dir).returncode == 0
 
@@ -83,7 +73,7 @@ async def test_flipped_byte_is_found_by_verify_and_the_scrubber_and_never_served
         status, body, cache = await _get(url)
         assert status == 200 and body == expected
         assert "fwd=uri-miss" in cache  # fetched again, not served from the rotten entry
-        await _committed(cache_dir)
+        await settled(cache_dir, entry=True)
         stop(proc)
         assert _verify(cache_dir).returncode == 0
     finally:
@@ -100,14 +90,14 @@ async def test_truncated_body_file_is_never_served(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}/cut.jpg"
     try:
         assert (await _get(url))[1] == expected
-        await _committed(cache_dir)
+        await settled(cache_dir, entry=True)
         entry = _only_entry(cache_dir)
         data = entry.read_bytes()
         entry.write_bytes(data[: SIZE // 2] + data[SIZE:])  # half the body gone, trailer kept
         status, body, cache = await _get(url)
         assert status == 200 and body == expected
         assert "hit" not in cache.split("; ")
-        await _committed(cache_dir)
+        await settled(cache_dir, entry=True)
         status, body, cache = await _get(url)
         assert body == expected and cache.startswith("pixcache; hit")
     finally:

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from proxy.config import SETTINGS
+from tests.commits import settled
 from tests.fake_origin import pattern_bytes
 from tests.system.procs import REPO, free_port, start_origin, start_pixcache, stop, wait_for_port
 
@@ -109,16 +110,6 @@ def pixcache_behind(origin_url: str, tmp: Path, count: int = 1) -> Iterator[list
             stop(proc)
 
 
-async def committed(cache_dir: Path) -> None:
-    """A client (here nginx) has its last byte a moment before pixcache's commit (fsync,
-    rename) is done; wait for it, so that the next request is a hit, not a join."""
-    for _ in range(250):
-        if any((cache_dir / "entries").glob("??/*")) and not any((cache_dir / "tmp").iterdir()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("pixcache never committed the entry")
-
-
 async def origin_hits(origin_url: str) -> dict[str, int]:
     async with aiohttp.ClientSession() as client:
         async with client.get(origin_url + "/_hits") as resp:
@@ -170,7 +161,7 @@ async def test_on_miss_nginx_caches_in_front_and_pixcache_answers_nginx_misses(
 
             # A fresh nginx with an empty cache (a restart, another nginx box): its miss
             # goes to pixcache, which answers from its disk cache.
-            await committed(tmp_path / "cache0")
+            await settled(tmp_path / "cache0", entry=True)
             second_nginx = tmp_path / "nginx2"
             second_nginx.mkdir()
             conf = render("pixcache-on-miss.conf", second_nginx, port, [pix_port])
@@ -212,7 +203,7 @@ async def test_front_20_concurrent_requests_through_nginx_make_one_origin_reques
                     assert len(cache_status) == 1 and cache_status[0].startswith("pixcache;")
                 assert sum("collapsed" in r[2][0] for r in results) >= 1
 
-                await committed(tmp_path / "cache0")
+                await settled(tmp_path / "cache0", entry=True)
                 status, body, cache_status = await get(url)
                 assert status == 200 and body == expected
                 assert cache_status == [cache_status[0]] and cache_status[0].startswith(

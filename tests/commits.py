@@ -1,0 +1,19 @@
+"""Waiting for commits. A client has a response's last byte a moment before the fill that
+sent it has committed (fsync, rename) or dropped its temp file; a test that expects the next
+request to be a hit, or counts files, waits for that moment first."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+
+async def settled(cache_dir: Path, *, entry: bool = False, seconds: float = 5.0) -> None:
+    """Wait until no temp file is left in cache_dir/tmp (and, with `entry`, at least one
+    entry exists). Raises AssertionError when that does not happen within `seconds`."""
+    tmp, entries = cache_dir / "tmp", cache_dir / "entries"
+    for _ in range(int(seconds / 0.02)):
+        if not any(tmp.iterdir()) and (not entry or any(entries.glob("??/*"))):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fills never settled in {cache_dir}: {sorted(tmp.iterdir())}")
