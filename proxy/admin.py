@@ -156,7 +156,7 @@ async def _mark_stale(store: Store, keys: list[str], targets: tuple[str, ...]) -
             lifetime = freshness_lifetime(meta.status, headers, timing)
             then = now - lifetime - 1
             stale = replace(meta, request_time=then, response_time=then)
-            await store.refresh(key, entry.fd, stale)
+            await store.refresh(key, stale)
             marked += 1
         finally:
             os.close(entry.fd)

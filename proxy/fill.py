@@ -288,7 +288,7 @@ class Fill:
         meta = replace(old, headers=headers, request_time=request_time, response_time=response_time)
         if not self.invalidated:
             try:
-                await store.refresh(self.coalesce_key, self.stale.fd, meta, self.started)
+                await store.refresh(self.coalesce_key, meta, self.started)
                 self.committed = True
             except Exception as exc:  # noqa: BLE001 - the waiters are served all the same
                 log.warning("refresh_failed", key=self.key, error=repr(exc))

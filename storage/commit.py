@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -10,19 +11,38 @@ class CommitRefused(Exception):
     """The temp file is not exactly the entry it claims to be; nothing was committed."""
 
 
-def commit_entry(fd: int, temp_path: Path, final_path: Path, expected_size: int) -> None:
-    """Make a fully written temp file visible as an entry, atomically and durably.
+@dataclass(frozen=True)
+class StagedFile:
+    """A fully written temp file, open as `fd`, and the name it is to have."""
 
-    Runs in a thread. The caller has already written body + metadata + footer to `fd`,
-    checked the body against Content-Length, and recorded the checksum computed while
-    streaming in the metadata; `expected_size` is that body's length plus the trailer's."""
-    os.fsync(fd)  # the bytes are on disk before the name can point at them
-    actual = os.fstat(fd).st_size
-    if actual != expected_size:
-        raise CommitRefused(f"temp file holds {actual} bytes, expected {expected_size}")
-    os.rename(temp_path, final_path)  # atomic: readers see the old entry or the new, whole
-    dir_fd = os.open(final_path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    fd: int
+    temp: Path
+    final: Path
+    size: int  # the bytes it must hold
+
+
+def commit_entry(head: StagedFile, body: StagedFile | None) -> None:
+    """Make an entry visible, atomically and durably: its body (None when the head names a
+    body already in place, as after a 304) under a new name, then its head over the old one.
+
+    Runs in a thread. The caller has checked the body against Content-Length and recorded
+    the checksum computed while streaming in the head's metadata."""
+    staged = [head] if body is None else [body, head]
+    for file in staged:
+        os.fsync(file.fd)  # the bytes are on disk before a name can point at them
+        actual = os.fstat(file.fd).st_size
+        if actual != file.size:
+            raise CommitRefused(f"{file.temp.name} holds {actual} bytes, expected {file.size}")
+    for file in staged:
+        # The body's new name is one no head points to yet: invisible until the head's
+        # rename, the atomic switch from the old entry to the new, whole one.
+        os.rename(file.temp, file.final)
+        _fsync_dir(file.final.parent)  # the rename survives a power cut, body before head
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
+        os.fsync(dir_fd)
     finally:
         os.close(dir_fd)

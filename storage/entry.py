@@ -1,21 +1,28 @@
 """What a stored entry is, and its on-disk encoding.
 
-An entry is one file: the body, then the metadata as JSON, then a fixed footer that gives the
-metadata's length. Body first means a hit sends bytes [0, body_length) with sendfile, and the
-metadata becomes visible in the same rename as the body: a reader sees all of it or none.
+An entry is two files. Its head (entries/ab/<hash>) holds the metadata as JSON, then a fixed
+footer that gives the metadata's length. Its body (bodies/ab/<hash>.<body_id>) holds exactly
+the body's bytes, so a hit sends the whole file with sendfile, or nginx does (X-Accel-Redirect).
+
+Bodies are immutable and never renamed over: each commit writes a body under a new id, then
+renames the head that names it into place. That rename is the switch, so a reader sees the
+old entry or the new one, whole. A head whose body is missing is treated as corrupt.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import struct
+import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 FOOTER = struct.Struct(">8sQ")
-MAGIC = b"PIXCACH1"
+MAGIC = b"PIXCACH2"  # 1 was the one-file layout of earlier versions
 # Metadata bigger than this is refused on read: it can only come from a foreign file.
 MAX_META_BYTES = 1 << 20
+BODY_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class CorruptEntry(Exception):
@@ -38,6 +45,8 @@ class EntryMeta:
     # A Vary marker names the fields a URL varies on; its variants live under `vary_id`.
     is_vary_marker: bool = False
     vary_id: str = ""
+    # Names the body file; set by the store when it commits the body.
+    body_id: str = ""
 
     def encode(self) -> bytes:
         meta = json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=True).encode()
@@ -66,15 +75,23 @@ class EntryMeta:
                 },
                 is_vary_marker=_typed(data["is_vary_marker"], bool),
                 vary_id=_typed(data["vary_id"], str),
+                body_id=_typed(data["body_id"], str),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptEntry(f"unreadable metadata: {exc!r}") from exc
         if meta.body_length < 0:
             raise CorruptEntry("negative body length")
+        if not BODY_ID.fullmatch(meta.body_id):
+            raise CorruptEntry(f"unreadable metadata: body id {meta.body_id!r}")
         return meta
 
     def file_size(self) -> int:
+        """Bytes the entry takes on disk: body and head."""
         return self.body_length + len(self.encode())
+
+
+def new_body_id() -> str:
+    return uuid.uuid4().hex
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(EntryMeta))

@@ -20,6 +20,10 @@ def variant_key_hash(primary: str, vary_id: str, values: dict[str, str | None]) 
     return hashlib.sha256(f"{primary}\0{vary_id}\0".encode() + selector).hexdigest()
 
 
+def body_name(key_hash: str, body_id: str) -> str:
+    return f"{key_hash}.{body_id}"
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path
@@ -27,6 +31,10 @@ class Layout:
     @property
     def entries(self) -> Path:
         return self.root / "entries"
+
+    @property
+    def bodies(self) -> Path:
+        return self.root / "bodies"
 
     @property
     def tmp(self) -> Path:
@@ -45,13 +53,23 @@ class Layout:
         return self.root / "index.sqlite3"
 
     def entry_path(self, key_hash: str) -> Path:
+        """The entry's head: its metadata, naming its body."""
         return self.entries / key_hash[:2] / key_hash
+
+    def body_path(self, key_hash: str, body_id: str) -> Path:
+        return self.bodies / key_hash[:2] / body_name(key_hash, body_id)
+
+    @classmethod
+    def of_entry(cls, head: Path) -> Layout:
+        """The layout a head path (entries/ab/<hash>) belongs to."""
+        return cls(head.parent.parent.parent)
 
     def create(self) -> None:
         """Make every directory an entry can land in, so the commit never has to."""
         self.tmp.mkdir(parents=True, exist_ok=True)
-        for i in range(256):
-            (self.entries / f"{i:02x}").mkdir(parents=True, exist_ok=True)
+        for top in (self.entries, self.bodies):
+            for i in range(256):
+                (top / f"{i:02x}").mkdir(parents=True, exist_ok=True)
 
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created and removed in the temp directory."""

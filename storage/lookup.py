@@ -6,48 +6,93 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.entry import FOOTER, CorruptEntry, EntryMeta, parse_footer
+from storage.entry import FOOTER, MAX_META_BYTES, CorruptEntry, EntryMeta, parse_footer
 from storage.fileid import FileId
+from storage.layout import Layout
 
-# One read from the end usually holds footer and metadata together.
-TAIL_READ = 16 * 1024
+# A head replaced this many times while being opened is left for the next request.
+REPLACED_RETRIES = 3
 
 
 @dataclass
 class OpenEntry:
-    """An open entry; the caller owns `fd` and must close it."""
+    """An open entry; `fd` is its body, which the caller owns and must close."""
 
     fd: int
     meta: EntryMeta
-    size: int
-    identity: tuple[int, int]  # (inode, mtime): tells a replaced entry from this one
+    size: int  # bytes on disk: head and body
+    head_id: FileId
+    body_path: Path
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        """The head's (inode, mtime): tells a replaced entry from this one."""
+        return self.head_id.ino, self.head_id.mtime_ns
 
 
-def open_entry(path: Path) -> OpenEntry | None:
-    """open + fstat + read the trailer. None when there is no entry.
-
-    Raises CorruptEntry when the file is not a complete entry: the size on disk must equal
-    body + metadata + footer exactly, so a truncated or padded file is never served."""
+def read_head(path: Path) -> tuple[EntryMeta, FileId] | None:
+    """An entry's metadata and the FileId of the head it came from; None when there is none.
+    Raises CorruptEntry (with `file_id`) when the head is not exactly metadata + footer."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
         st = os.fstat(fd)
-        size = st.st_size
-        tail_len = min(size, TAIL_READ)
-        tail = os.pread(fd, tail_len, size - tail_len)
-        meta_len = parse_footer(tail[-FOOTER.size :], size)
-        if meta_len + FOOTER.size > len(tail):
-            tail = os.pread(fd, meta_len + FOOTER.size, size - meta_len - FOOTER.size)
-        meta = EntryMeta.decode(tail[-FOOTER.size - meta_len : -FOOTER.size])
-        if meta.body_length + meta_len + FOOTER.size != size:
-            raise CorruptEntry(f"size {size} does not match body {meta.body_length}")
-        return OpenEntry(fd, meta, size, (st.st_ino, st.st_mtime_ns))
-    except CorruptEntry as exc:
+        file_id = FileId.of(st)
+        try:
+            if st.st_size > MAX_META_BYTES + FOOTER.size:
+                raise CorruptEntry(f"metadata length out of range ({st.st_size} bytes of head)")
+            raw = os.pread(fd, st.st_size, 0)  # heads are small: one read
+            meta_len = parse_footer(raw[-FOOTER.size :], len(raw))
+            if meta_len + FOOTER.size != len(raw) or len(raw) != st.st_size:
+                raise CorruptEntry(f"head size {st.st_size} does not match its footer")
+            return EntryMeta.decode(raw[: -FOOTER.size]), file_id
+        except CorruptEntry as exc:
+            exc.file_id = file_id  # so that only this very file is removed
+            raise
+    finally:
         os.close(fd)
-        exc.file_id = FileId.of(st)  # so that only this very file is removed
-        raise
-    except BaseException:
-        os.close(fd)
-        raise
+
+
+def open_entry(path: Path) -> OpenEntry | None:
+    """Read the head at `path`, open the body it names, check the body's size. None when
+    there is no entry (or it was removed meanwhile).
+
+    Raises CorruptEntry when the head is not a complete head, or its body is missing or not
+    exactly `body_length` bytes: a truncated or padded body is never served."""
+    layout = Layout.of_entry(path)
+    for _ in range(REPLACED_RETRIES):
+        found = read_head(path)
+        if found is None:
+            return None
+        meta, head_id = found
+        body_path = layout.body_path(path.name, meta.body_id)
+        try:
+            fd = os.open(body_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if _still_names(path, head_id):
+                raise _corrupt("body file missing", head_id) from None
+            continue  # replaced (its old body removed) or removed meanwhile: look again
+        try:
+            size = os.fstat(fd).st_size
+            if size != meta.body_length:
+                raise _corrupt(f"body size {size} does not match body {meta.body_length}", head_id)
+        except BaseException:
+            os.close(fd)
+            raise
+        return OpenEntry(fd, meta, size + head_id.size, head_id, body_path)
+    return None
+
+
+def _still_names(path: Path, head_id: FileId) -> bool:
+    try:
+        return FileId.of(os.lstat(path)) == head_id
+    except FileNotFoundError:
+        return False
+
+
+def _corrupt(reason: str, head_id: FileId) -> CorruptEntry:
+    exc = CorruptEntry(reason)
+    exc.file_id = head_id
+    return exc

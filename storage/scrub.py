@@ -16,8 +16,8 @@ from typing import TypeVar
 import structlog
 
 from storage.layout import Layout
-from storage.lookup import TAIL_READ
-from storage.verify import CHUNK, BodyCheck, EntryCheck, FileId, open_check, remove_if_unchanged
+from storage.remove import remove_entry
+from storage.verify import CHUNK, BodyCheck, EntryCheck, FileId, open_check
 from storage.walk import bucket_dirs, entry_files_in
 
 log = structlog.get_logger("pixcache.storage")
@@ -35,7 +35,7 @@ def _first_read(path: Path, chunk: int) -> tuple[BodyCheck | EntryCheck, int]:
     whole. Returns the check and the bytes read. No descriptor outlives the call."""
     opened = open_check(path, chunk)
     if isinstance(opened, EntryCheck):
-        return opened, min(opened.size, TAIL_READ)
+        return opened, min(opened.size, 1 << 14)  # at most the head was read
     check, fd = opened
     try:
         check.feed(fd)
@@ -45,16 +45,16 @@ def _first_read(path: Path, chunk: int) -> tuple[BodyCheck | EntryCheck, int]:
 
 
 def _next_read(check: BodyCheck) -> bool:
-    """Hash the next chunk; False when the path no longer names the file being checked.
+    """Hash the next chunk; False when the body path no longer names the file being checked.
 
     Reopening per chunk (instead of holding a descriptor across awaits) means a cancelled
     scrubber never leaves a descriptor open, or closes one under a running thread."""
     try:
-        fd = os.open(check.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(check.body_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
-        if FileId.of(os.fstat(fd)) != check.file_id:
+        if FileId.of(os.fstat(fd)) != check.body_id:
             return False
         check.feed(fd)
         return True
@@ -135,7 +135,7 @@ class Scrubber:
         if check.problem is None or check.file_id is None:
             return
         loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, remove_if_unchanged, check.path, check.file_id):
+        if not await loop.run_in_executor(None, remove_entry, check.path, check.file_id):
             return  # a fill replaced it meanwhile: the new file is checked next pass
         try:
             self.on_corrupt(check.path, str(check.problem))

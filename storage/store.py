@@ -9,19 +9,19 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
 
 from storage.entry import CorruptEntry, EntryMeta
-from storage.fileid import remove_if_unchanged
 from storage.index import Index
 from storage.keylock import KeyLock
 from storage.layout import Layout, variant_key_hash
 from storage.lookup import OpenEntry, open_entry
-from storage.temp import TempBody
-from storage.walk import iter_entry_files
+from storage.remove import remove_entry
+from storage.temp import TempBody, commit_with_head
+from storage.walk import iter_entry_files, iter_unnamed_bodies
 
 log = structlog.get_logger("pixcache.storage")
 
@@ -103,7 +103,7 @@ class Store:
             self.corrupt_found += 1
             self.on_corrupt(key_hash, str(exc))
             if exc.file_id is not None:
-                await loop.run_in_executor(None, remove_if_unchanged, path, exc.file_id)
+                await loop.run_in_executor(None, remove_entry, path, exc.file_id)
                 await self.forget(key_hash)
             return None
         except OSError as exc:
@@ -146,6 +146,7 @@ class Store:
         caller discards the temp file."""
         if started and await self.purged_since(meta, started):
             raise PurgedMeanwhile(meta.key)
+        meta = replace(meta, body_id=temp.body_id)
         target = plan.primary
         vary_id = plan.marker_id
         if meta.vary_fields:
@@ -168,6 +169,7 @@ class Store:
                 vary_fields=meta.vary_fields,
                 is_vary_marker=True,
                 vary_id=vary_id,
+                body_id=marker.body_id,
             )
             try:
                 await marker.commit(marker_meta, self.layout.entry_path(plan.primary))
@@ -175,20 +177,14 @@ class Store:
                 marker.discard()
             await self._indexed(plan.primary, marker_meta)
 
-    async def refresh(
-        self, key_hash: str, src_fd: int, meta: EntryMeta, started: float = 0.0
-    ) -> None:
-        """Store `meta` (freshened headers, RFC 9111 §4.3.4) over the entry whose body is
-        `src_fd`, through the same atomic commit; the body is copied and re-hashed, so a
-        body that rotted since it was stored is refused, never refreshed."""
+    async def refresh(self, key_hash: str, meta: EntryMeta, started: float = 0.0) -> None:
+        """Store `meta` (freshened headers, RFC 9111 §4.3.4) for the entry's body, which stays
+        where it is: a new head naming it is committed in place of the old one."""
         if started and await self.purged_since(meta, started):
             raise PurgedMeanwhile(meta.key)
-        temp = self.begin()
-        try:
-            await temp.copy_from(src_fd, meta.body_length)
-            await temp.commit(meta, self.layout.entry_path(key_hash))
-        finally:
-            temp.discard()
+        await asyncio.get_running_loop().run_in_executor(
+            None, commit_with_head, self.layout.tmp, meta, self.layout.entry_path(key_hash), None
+        )
         await self._indexed(key_hash, meta)
 
     async def purge(self, key_hashes: list[str]) -> int:
@@ -277,6 +273,10 @@ class Store:
         return await self._on_index(self._reconcile)
 
     def _reconcile(self) -> int:
+        # Bodies no head names: left by a crash between a commit's two renames.
+        for orphan in iter_unnamed_bodies(self.layout):
+            if not orphan.keep:
+                orphan.remove()
         known = self.index.keys()
         seen: set[str] = set()
         added = 0
@@ -351,7 +351,4 @@ class Store:
 
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        remove_entry(path)

@@ -8,10 +8,10 @@ import os
 import uuid
 from pathlib import Path
 
-from storage.commit import CommitRefused, commit_entry
-from storage.entry import EntryMeta
-
-COPY_CHUNK = 1 << 20
+from storage.commit import CommitRefused, StagedFile, commit_entry
+from storage.entry import CorruptEntry, EntryMeta, new_body_id
+from storage.layout import Layout
+from storage.lookup import read_head
 
 
 class TempBody:
@@ -23,6 +23,7 @@ class TempBody:
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self.fd = fd
+        self.body_id = new_body_id()  # the name its body file gets when committed
         self.written = 0
         self._hash = hashlib.sha256()
         self._closed = False
@@ -44,22 +45,6 @@ class TempBody:
         _write_all(self.fd, chunk)
         self._hash.update(chunk)
 
-    async def copy_from(self, src_fd: int, length: int) -> None:
-        """Append `length` bytes of another file (a stored body being refreshed), hashing
-        them on the way, in one thread call."""
-        await asyncio.get_running_loop().run_in_executor(None, self._copy, src_fd, length)
-
-    def _copy(self, src_fd: int, length: int) -> None:
-        offset = 0
-        while offset < length:
-            chunk = os.pread(src_fd, min(COPY_CHUNK, length - offset), offset)
-            if not chunk:
-                raise EOFError("source shorter than its stored length")
-            _write_all(self.fd, chunk)
-            self._hash.update(chunk)
-            offset += len(chunk)
-        self.written += length
-
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
@@ -68,15 +53,19 @@ class TempBody:
         """A descriptor of the file that stays valid after rename, unlink or close()."""
         return os.dup(self.fd)
 
-    async def commit(self, meta: EntryMeta, final_path: Path) -> None:
-        """Append the metadata trailer, then run the audited commit in one thread call."""
-        if meta.body_length != self.written or meta.sha256 != self.sha256:
+    async def commit(self, meta: EntryMeta, head_path: Path) -> None:
+        """Commit this body and a head for it (`meta`) at `head_path`, in one thread call."""
+        if (meta.body_length, meta.sha256, meta.body_id) != (
+            self.written,
+            self.sha256,
+            self.body_id,
+        ):
             raise CommitRefused("metadata does not describe the bytes written")
-        trailer = meta.encode()
-        expected = self.written + len(trailer)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _write_all, self.fd, trailer)
-        await loop.run_in_executor(None, commit_entry, self.fd, self.path, final_path, expected)
+        body_path = Layout.of_entry(head_path).body_path(head_path.name, self.body_id)
+        body = StagedFile(self.fd, self.path, body_path, self.written)
+        await asyncio.get_running_loop().run_in_executor(
+            None, commit_with_head, self.path.parent, meta, head_path, body
+        )
         self._closed = True
         os.close(self.fd)
 
@@ -89,6 +78,39 @@ class TempBody:
             self.path.unlink(missing_ok=True)
         finally:
             os.close(self.fd)
+
+
+def commit_with_head(
+    tmp_dir: Path, meta: EntryMeta, head_path: Path, body: StagedFile | None
+) -> None:
+    """Write the head for `meta` to a temp file and run the audited commit (of the head alone
+    when `body` is None: the body it names is already in place). Then remove the body the
+    replaced head named, if it was another one. Runs in a thread."""
+    head = meta.encode()
+    temp = tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.head"
+    fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, head)
+        if body is None:  # the body must still be there to be named again
+            os.stat(Layout.of_entry(head_path).body_path(head_path.name, meta.body_id))
+        replaced = _named_body(head_path)
+        commit_entry(StagedFile(fd, temp, head_path, len(head)), body)
+    finally:
+        os.close(fd)
+        temp.unlink(missing_ok=True)  # gone already when the commit renamed it
+    if replaced is not None and replaced != meta.body_id:
+        # Readers that opened it keep reading it; new ones find the new head.
+        Layout.of_entry(head_path).body_path(head_path.name, replaced).unlink(missing_ok=True)
+
+
+def _named_body(head_path: Path) -> str | None:
+    """The body id the current head names; None if there is none or it is unreadable (a
+    broken head's body, if any, is an orphan that verify and reconcile remove)."""
+    try:
+        found = read_head(head_path)
+    except CorruptEntry:
+        return None
+    return None if found is None else found[0].body_id
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -19,9 +19,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from storage.entry import CorruptEntry, EntryMeta
-from storage.fileid import FileId, remove_if_unchanged
+from storage.fileid import FileId
 from storage.layout import Layout
-from storage.lookup import TAIL_READ, open_entry
+from storage.lookup import open_entry
+from storage.remove import remove_entry
 
 # Walking the layout lives in storage.walk; iter_entry_files and iter_orphans are used here too.
 from storage.walk import (
@@ -45,6 +46,7 @@ class Problem(StrEnum):
     SIZE_MISMATCH = "size mismatch"
     BAD_FOOTER = "bad footer"
     BAD_METADATA = "bad metadata"
+    MISSING_BODY = "missing body"
     CHECKSUM_MISMATCH = "checksum mismatch"
     READ_ERROR = "read error"
 
@@ -72,6 +74,8 @@ def _classify(exc: CorruptEntry) -> Problem:
     text = str(exc)
     if "does not match body" in text:
         return Problem.SIZE_MISMATCH
+    if "body file missing" in text:
+        return Problem.MISSING_BODY
     if "footer" in text or "metadata length" in text:
         return Problem.BAD_FOOTER
     return Problem.BAD_METADATA
@@ -87,10 +91,19 @@ class BodyCheck:
     Holds no descriptor: the caller passes one to `feed`, so the scrubber can close it within
     each thread call and nothing outlives a cancellation."""
 
-    def __init__(self, path: Path, meta: EntryMeta, size: int, file_id: FileId, chunk: int):
-        self.path = path
-        self.file_id = file_id
-        self.bytes_read = min(size, TAIL_READ)  # what open_entry read
+    def __init__(
+        self,
+        path: Path,
+        meta: EntryMeta,
+        size: int,
+        file_id: FileId,
+        body: tuple[Path, FileId],
+        chunk: int,
+    ):
+        self.path = path  # the head
+        self.file_id = file_id  # the head's: what is removed if the body is found bad
+        self.body_path, self.body_id = body
+        self.bytes_read = size - meta.body_length  # the head, read by open_entry
         self.result: EntryCheck | None = None
         self._meta = meta
         self._size = size
@@ -101,7 +114,7 @@ class BodyCheck:
             self._finish_hash()
 
     def feed(self, fd: int) -> None:
-        """Hash the next chunk of the body, read from `fd` (this very file); sets `result`
+        """Hash the next chunk of the body, read from `fd` (this very body); sets `result`
         once the whole body is read. Raises OSError only when it is not the file's fault."""
         if self.result is not None:
             return
@@ -113,7 +126,7 @@ class BodyCheck:
                 raise
             self._finish(Problem.READ_ERROR, f"at byte {self._offset}: {exc.strerror or exc}")
             return
-        if not data:  # something truncated the file in place after open_entry checked it
+        if not data:  # something truncated the body in place after open_entry checked it
             self._finish(Problem.SIZE_MISMATCH, f"file ends at body byte {self._offset}")
             return
         self._hash.update(data)
@@ -135,11 +148,10 @@ class BodyCheck:
 
 
 def open_check(path: Path, chunk: int = CHUNK) -> tuple[BodyCheck, int] | EntryCheck:
-    """Open an entry for checking: its BodyCheck and open fd (the caller closes it), or the
-    finished EntryCheck of a file that is gone or fails before its body."""
+    """Open an entry for checking: its BodyCheck and open body fd (the caller closes it), or
+    the finished EntryCheck of an entry that is gone or fails before its body is read."""
     before: FileId | None = None
     try:
-        # Taken before opening: if open_entry finds the file corrupt, this is the file removed.
         before = FileId.of(os.lstat(path))
         entry = open_entry(path)
     except FileNotFoundError:
@@ -147,17 +159,22 @@ def open_check(path: Path, chunk: int = CHUNK) -> tuple[BodyCheck, int] | EntryC
     except (CorruptEntry, OSError) as exc:
         if isinstance(exc, OSError) and not _file_fault(exc):
             raise
-        problem = _classify(exc) if isinstance(exc, CorruptEntry) else Problem.READ_ERROR
-        return EntryCheck(path, before.size if before else 0, problem, str(exc), before)
+        if isinstance(exc, CorruptEntry):
+            # The head that was found corrupt is the file removed (never a newer one).
+            problem, file_id = _classify(exc), exc.file_id or before
+        else:
+            problem, file_id = Problem.READ_ERROR, before
+        return EntryCheck(path, before.size if before else 0, problem, str(exc), file_id)
     if entry is None:  # removed between lstat and open
         return EntryCheck(path, 0, missing=True)
     try:
-        # From the descriptor: if the path was replaced since lstat, this is the file we read.
-        file_id = FileId.of(os.fstat(entry.fd))
+        # From the descriptor: if the body was replaced since, this is the file we read.
+        body_id = FileId.of(os.fstat(entry.fd))
     except BaseException:
         os.close(entry.fd)
         raise
-    return BodyCheck(path, entry.meta, entry.size, file_id, chunk), entry.fd
+    body = (entry.body_path, body_id)
+    return BodyCheck(path, entry.meta, entry.size, entry.head_id, body, chunk), entry.fd
 
 
 def verify_entry(path: Path, chunk: int = CHUNK) -> EntryCheck:
@@ -253,7 +270,7 @@ def _settle_corrupt(check: EntryCheck, summary: Summary) -> Finding:
     reason = f"{check.problem}: {check.detail}" if check.detail else str(check.problem)
     if not summary.repair:
         return Finding("corrupt", check.path, reason)
-    if check.file_id is not None and remove_if_unchanged(check.path, check.file_id):
+    if check.file_id is not None and remove_entry(check.path, check.file_id):
         summary.removed.add(check.size)
         return Finding("corrupt", check.path, reason, "removed")
     summary.kept.add(check.size)
