@@ -98,7 +98,14 @@ def build_app(config: Config, store: Store) -> web.Application:
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
-    handler = Handler(store, origin, fills, grace=config.grace, targets=config.targeted_fields)
+    handler = Handler(
+        store,
+        origin,
+        fills,
+        grace=config.grace,
+        targets=config.targeted_fields,
+        x_accel_redirect=config.x_accel_redirect,
+    )
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context

@@ -58,6 +58,9 @@ HELP = {
     "admin_token": "bearer token the admin listener requires (required off loopback)",
     "tag_header": "response field whose words tag an entry for purges (default Surrogate-Key)",
     "shutdown_grace": "seconds requests in flight get to finish on SIGTERM (default 30)",
+    "x_accel_redirect": "URI prefix of nginx's internal location for the cache's bodies/, "
+    "e.g. /_pixcache/bodies/: hits asked for by nginx (X-Sendfile-Type: X-Accel-Redirect) "
+    "are answered with X-Accel-Redirect, and nginx sends the body (default: off)",
     "cache_control_field": "targeted Cache-Control field for this cache, RFC 9213 "
     "(default Pixcache-Cache-Control; CDN-Cache-Control is honoured after it)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",

@@ -79,6 +79,9 @@ class Config:
     admin_token: str | None = None  # bearer token for the admin listener
     tag_header: str = "Surrogate-Key"  # response field whose words tag an entry for purges
     shutdown_grace: float = 30.0  # seconds requests in flight get to finish on SIGTERM
+    # URI prefix of nginx's internal location for the cache's bodies/; None: hits are sent
+    # by pixcache itself, never by X-Accel-Redirect.
+    x_accel_redirect: str | None = None
 
     @property
     def targeted_fields(self) -> tuple[str, ...]:
@@ -236,6 +239,24 @@ def _header_value(setting: str, raw: Any) -> str:
     return raw.strip()
 
 
+def _uri_prefix(setting: str, raw: Any) -> str:
+    """A URI path prefix such as /_pixcache/bodies/: it goes into a response header."""
+    text = str(raw)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/")
+    segments = text.strip("/").split("/")
+    if (
+        isinstance(raw, bool)
+        or not text.startswith("/")
+        or not text.endswith("/")
+        or not set(text) <= allowed
+        or any(seg in ("", ".", "..") for seg in segments)
+    ):
+        raise ConfigError(
+            setting, f"must be a URI path prefix like /_pixcache/bodies/, got {raw!r}"
+        )
+    return text
+
+
 def _listen(setting: str, raw: Any) -> tuple[str, int]:
     host, sep, port_text = str(raw).rpartition(":")
     host = host.strip("[]")
@@ -296,6 +317,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "admin_token": _token,
     "tag_header": _field_name,
     "shutdown_grace": _non_negative_seconds,
+    "x_accel_redirect": _uri_prefix,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

@@ -33,6 +33,8 @@ from proxy.respond import (
     ClientGone,
     abort,
     client_headers,
+    nginx_may_send,
+    send_by_nginx,
     send_entry,
     send_filling,
     send_stream,
@@ -75,12 +77,14 @@ class Handler:
         *,
         grace: float = 0.0,
         targets: tuple[str, ...] = (),
+        x_accel_redirect: str | None = None,
     ) -> None:
         self.store = store
         self.origin = origin
         self.fills = fills
         self.grace = grace  # seconds a stale entry may serve while the origin fails
         self.targets = targets  # RFC 9213 targeted fields, most specific first
+        self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         began = time.monotonic()
@@ -190,7 +194,12 @@ class Handler:
             stored = CIMultiDict(meta.headers)
             age = int(current_age(stored, timing, time.time()))
             headers = client_headers(stored, cache.render(), age=age)
-            status = await send_entry(request, meta.status, headers, entry.fd, meta.body_length)
+            if self.x_accel_redirect and nginx_may_send(request, meta.status):
+                body = entry.body_path
+                uri = f"{self.x_accel_redirect}{body.parent.name}/{body.name}"
+                status = await send_by_nginx(request, headers, uri)
+            else:
+                status = await send_entry(request, meta.status, headers, entry.fd, meta.body_length)
         finally:
             os.close(entry.fd)
         sent = meta.body_length if request.method == "GET" and status == 200 else 0

@@ -32,6 +32,21 @@ DROP_FROM_STORED = frozenset({"content-length", "surrogate-control"})
 COPY_CHUNK = 256 * 1024
 
 
+# nginx's request field (set by proxy_set_header) saying it will send a file named by
+# X-Accel-Redirect; without it, a hit is never answered that way.
+ACCEL_INVITATION = ("X-Sendfile-Type", "x-accel-redirect")
+# Requests nginx would answer from the file's own size and mtime (Range, conditionals):
+# pixcache answers those itself, against the stored validators (RFC 9110 §13, §14).
+ANSWERED_HERE = (
+    "range",
+    "if-range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+)
+
+
 # Where `start` leaves the prepared response, for the handler to hand back to aiohttp.
 RESPONSE_KEY = web.RequestKey("pixcache.response", web.StreamResponse)
 
@@ -173,6 +188,28 @@ async def send_entry(
         return 206
     await _send_multipart(request, headers, fd, length, ranges)
     return 206
+
+
+def nginx_may_send(request: web.BaseRequest, status: int) -> bool:
+    """Whether nginx in front asked to send this stored response's body itself, and may: a
+    whole 200 to a GET that is neither a Range nor a conditional request."""
+    field, value = ACCEL_INVITATION
+    return (
+        request.headers.get(field, "").strip().lower() == value
+        and request.method == "GET"
+        and status == 200
+        and not any(name in request.headers for name in ANSWERED_HERE)
+    )
+
+
+async def send_by_nginx(request: web.BaseRequest, headers: CIMultiDict[str], uri: str) -> int:
+    """The stored headers with an empty body and X-Accel-Redirect: nginx sends the body
+    file from its internal location `uri`, with sendfile."""
+    headers["X-Accel-Redirect"] = uri
+    headers.setdefault("Accept-Ranges", "bytes")
+    response = await start(request, 200, headers, 0)
+    await _finish(request, response)
+    return 200
 
 
 async def send_filling(

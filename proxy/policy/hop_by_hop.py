@@ -24,6 +24,13 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Fields by which nginx and the server behind it steer each other on one hop: X-Accel-* in a
+# response makes nginx send a file or change its buffering, X-Sendfile-Type in a request
+# invites the server to do so. An origin's must never reach the nginx in front of pixcache
+# (it could make nginx serve any internal location), nor ours the origin.
+NGINX_CONTROL_PREFIXES = ("x-accel-", "x-sendfile-")
+
+
 def end_to_end(headers: Headers, *, drop: frozenset[str] = frozenset()) -> CIMultiDict[str]:
     """A copy without hop-by-hop fields, nor those named by Connection (§7.6.1), nor `drop`."""
     named = {name.lower() for name in list_values(headers, "Connection")}
@@ -31,6 +38,8 @@ def end_to_end(headers: Headers, *, drop: frozenset[str] = frozenset()) -> CIMul
     for name, value in headers.items():
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in named or lower in drop or lower.startswith("proxy-"):
+            continue
+        if lower.startswith(NGINX_CONTROL_PREFIXES):
             continue
         out.add(name, value)
     return out

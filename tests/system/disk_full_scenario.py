@@ -24,8 +24,10 @@ from typing import Any
 import aiohttp
 
 from storage.entry import CorruptEntry
+from storage.layout import Layout
 from storage.lookup import open_entry
 from storage.store import FREE_SPACE_TTL
+from storage.walk import iter_unnamed_bodies
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.system.procs import REPO, free_port, stop, wait_for_port
 
@@ -63,6 +65,7 @@ def check_entries(cache_dir: Path) -> list[dict[str, Any]]:
             found.append(report)
             continue
         assert entry is not None
+        report["size"] = entry.size  # head and body
         try:
             meta = entry.meta
             body = os.pread(entry.fd, meta.body_length, 0)
@@ -83,11 +86,15 @@ def check_entries(cache_dir: Path) -> list[dict[str, Any]]:
 
 async def settle(cache_dir: Path, timeout: float = 10.0) -> list[str]:
     """Wait for the fills of finished responses to commit or drop their temp files; returns
-    what is still in tmp/ at the end (nothing, unless a temp file leaked)."""
+    what is still in tmp/ at the end, and any body file no entry names (nothing, unless a
+    temp file or a body leaked)."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout
     while True:
-        left = _files(cache_dir / "tmp")
+        unnamed = [
+            str(o.path.relative_to(cache_dir)) for o in iter_unnamed_bodies(Layout(cache_dir))
+        ]
+        left = _files(cache_dir / "tmp") + unnamed
         if not left or loop.time() > give_up:
             return left
         await asyncio.sleep(0.05)

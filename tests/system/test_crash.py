@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
+from storage.remove import remove_entry
 from tests.commits import settled
 from tests.fake_origin import pattern_bytes
 from tests.system.procs import (
@@ -138,7 +139,7 @@ async def test_fifty_rounds_of_sigkill_with_two_workers_serve_no_wrong_body(
                 # Whatever is on disk now, stored by whichever process, is whole.
                 # Entries are purged so that the next rounds fill again.
                 for entry in (cache_dir / "entries").glob("??/*"):
-                    entry.unlink()
+                    remove_entry(entry)
         complete, wrong = await _fetch_checked(f"http://127.0.0.1:{port}", expected)
         assert complete == len(expected) * 2
         assert wrong_total + wrong == 0

@@ -26,9 +26,12 @@ def _verify(cache_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _only_entry(cache_dir: Path) -> Path:
-    [entry] = [p for p in (cache_dir / "entries").glob("??/*") if p.stat().st_size > SIZE]
-    return entry
+def _only_entry(cache_dir: Path) -> tuple[Path, Path]:
+    """The one entry's head and body file."""
+    [body] = [p for p in (cache_dir / "bodies").glob("??/*") if p.stat().st_size == SIZE]
+    head = cache_dir / "entries" / body.parent.name / body.name.split(".")[0]
+    assert head.is_file()
+    return head, body
 
 
 async def _get(url: str) -> tuple[int, bytes, str]:
@@ -52,8 +55,8 @@ async def test_flipped_byte_is_found_by_verify_and_the_scrubber_and_never_served
         stop(proc)
         assert _verify(cache_dir).returncode == 0
 
-        entry = _only_entry(cache_dir)
-        with entry.open("r+b") as f:  # one bit of the body rots; the size stays the same
+        entry, body_file = _only_entry(cache_dir)
+        with body_file.open("r+b") as f:  # one bit of the body rots; the size stays the same
             f.seek(SIZE // 2)
             byte = f.read(1)
             f.seek(SIZE // 2)
@@ -70,6 +73,7 @@ async def test_flipped_byte_is_found_by_verify_and_the_scrubber_and_never_served
                 break
             await asyncio.sleep(0.1)
         assert not entry.exists(), "the scrubber removed the rotten entry"
+        assert not body_file.exists(), "and its body"
         status, body, cache = await _get(url)
         assert status == 200 and body == expected
         assert "fwd=uri-miss" in cache  # fetched again, not served from the rotten entry
@@ -91,9 +95,8 @@ async def test_truncated_body_file_is_never_served(tmp_path: Path) -> None:
     try:
         assert (await _get(url))[1] == expected
         await settled(cache_dir, entry=True)
-        entry = _only_entry(cache_dir)
-        data = entry.read_bytes()
-        entry.write_bytes(data[: SIZE // 2] + data[SIZE:])  # half the body gone, trailer kept
+        _, body_file = _only_entry(cache_dir)
+        body_file.write_bytes(body_file.read_bytes()[: SIZE // 2])  # half the body gone
         status, body, cache = await _get(url)
         assert status == 200 and body == expected
         assert "hit" not in cache.split("; ")
