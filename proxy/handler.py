@@ -194,7 +194,8 @@ class Handler:
             stored = CIMultiDict(meta.headers)
             age = int(current_age(stored, timing, time.time()))
             headers = client_headers(stored, cache.render(), age=age)
-            if self.x_accel_redirect and nginx_may_send(request, meta.status):
+            by_nginx = bool(self.x_accel_redirect) and nginx_may_send(request, meta.status, headers)
+            if by_nginx:
                 body = entry.body_path
                 uri = f"{self.x_accel_redirect}{body.parent.name}/{body.name}"
                 status = await send_by_nginx(request, headers, uri)
@@ -203,7 +204,7 @@ class Handler:
         finally:
             os.close(entry.fd)
         sent = meta.body_length if request.method == "GET" and status == 200 else 0
-        return Served(status, cache, body_bytes=sent)
+        return Served(status, cache, body_bytes=sent, by_nginx=by_nginx)
 
     async def refresh_in_background(self, request: web.Request, key: str, found: Lookup) -> None:
         assert found.entry is not None

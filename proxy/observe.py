@@ -25,6 +25,7 @@ class Served:
     error: ProxyError | None = None
     body_bytes: int = 0  # body bytes sent, where known
     client_gone: bool = False  # the client disconnected before we were done
+    by_nginx: bool = False  # the body is nginx's to send (X-Accel-Redirect)
 
 
 # What a request that is being answered will have served, should its handler be cancelled.
@@ -42,6 +43,8 @@ def record_request(request: web.Request, served: Served, began: float) -> None:
     }
     if served.client_gone:
         fields["client_gone"] = True
+    if served.by_nginx:
+        fields["x_accel_redirect"] = True
     if served.cache.collapsed:
         fields["collapsed"] = True
         metrics.COALESCED.inc()

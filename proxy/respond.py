@@ -45,6 +45,44 @@ ANSWERED_HERE = (
     "if-modified-since",
     "if-unmodified-since",
 )
+# The response fields that reach the client when nginx sends the body: those nginx keeps from
+# an X-Accel-Redirect answer, those nginx/pixcache-x-accel.conf restores with add_header, and
+# those nginx sets itself. A stored response with any other field is sent by pixcache, so
+# that the client gets every stored field either way.
+NGINX_KEEPS = frozenset(
+    {
+        "content-type",
+        "cache-control",
+        "expires",
+        "content-disposition",
+        "accept-ranges",
+        "set-cookie",
+    }
+)
+NGINX_RESTORES = frozenset(
+    {
+        "etag",
+        "last-modified",
+        "vary",
+        "age",
+        "cache-status",
+        "via",
+        "content-encoding",
+        "content-language",
+        "content-location",
+        "link",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "timing-allow-origin",
+        "cross-origin-resource-policy",
+        "x-content-type-options",
+        "content-security-policy",
+        "surrogate-key",
+    }
+)
+NGINX_SETS = frozenset({"content-length", "date", "server"})
+NGINX_DELIVERS = NGINX_KEEPS | NGINX_RESTORES | NGINX_SETS
 
 
 # Where `start` leaves the prepared response, for the handler to hand back to aiohttp.
@@ -190,24 +228,35 @@ async def send_entry(
     return 206
 
 
-def nginx_may_send(request: web.BaseRequest, status: int) -> bool:
+def nginx_may_send(request: web.BaseRequest, status: int, headers: CIMultiDict[str]) -> bool:
     """Whether nginx in front asked to send this stored response's body itself, and may: a
-    whole 200 to a GET that is neither a Range nor a conditional request."""
+    whole 200 to a GET that is neither a Range nor a conditional request, whose every field
+    nginx delivers."""
     field, value = ACCEL_INVITATION
     return (
         request.headers.get(field, "").strip().lower() == value
         and request.method == "GET"
         and status == 200
         and not any(name in request.headers for name in ANSWERED_HERE)
+        and all(name.lower() in NGINX_DELIVERS for name in headers)
     )
 
 
 async def send_by_nginx(request: web.BaseRequest, headers: CIMultiDict[str], uri: str) -> int:
     """The stored headers with an empty body and X-Accel-Redirect: nginx sends the body
     file from its internal location `uri`, with sendfile."""
-    headers["X-Accel-Redirect"] = uri
-    headers.setdefault("Accept-Ranges", "bytes")
-    response = await start(request, 200, headers, 0)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name in dict.fromkeys(headers):  # each name once, in order
+        values = headers.getall(name)
+        if name.lower() == "set-cookie":  # never combined (RFC 9110 §5.3); nginx keeps each
+            out.extend((name, v) for v in values)
+        else:
+            # nginx restores a field from $upstream_http_*, which holds one line: combining
+            # the lines of a list field keeps its meaning (RFC 9110 §5.3).
+            out[name] = ", ".join(values)
+    out["X-Accel-Redirect"] = uri
+    out.setdefault("Accept-Ranges", "bytes")
+    response = await start(request, 200, out, 0)
     await _finish(request, response)
     return 200
 

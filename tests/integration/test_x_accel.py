@@ -4,8 +4,14 @@ nginx side (tests/system/test_nginx_x_accel.py) runs the shipped config with a r
 
 from __future__ import annotations
 
-import pytest
+import re
+from pathlib import Path
 
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.respond import NGINX_KEEPS, NGINX_RESTORES
 from storage.layout import Layout
 from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
@@ -140,3 +146,55 @@ async def test_a_replaced_entry_names_its_new_body(
     assert body_file(proxy, new_uri) == new_body
     with pytest.raises(FileNotFoundError):
         body_file(proxy, old_uri)
+
+
+async def test_a_stored_field_nginx_would_drop_keeps_the_hit_with_pixcache(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    """nginx delivers only the fields the shipped config names; an entry with another one is
+    sent by pixcache, so the client still gets every stored field."""
+    origin.add("/c.bin", Obj(body=b"c" * 500, headers={**HEADERS, "X-Image-Id": "42"}))
+    proxy = await make_proxy(origin.url, x_accel_redirect=PREFIX)
+    await proxy.get("/c.bin")
+    await settled(proxy.cache_dir, entry=True)
+    resp, body = await proxy.get("/c.bin", headers=INVITE)
+    assert "X-Accel-Redirect" not in resp.headers
+    assert body == b"c" * 500 and resp.headers["X-Image-Id"] == "42"
+    assert cache_status(resp).startswith("pixcache; hit")
+
+
+async def test_repeated_field_lines_reach_nginx_as_one(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    """nginx restores a field from one $upstream_http_* line; a list field's lines are
+    combined (RFC 9110 §5.3). Set-Cookie lines never are."""
+    app = web.Application()
+
+    async def twice(request: web.Request) -> web.Response:
+        resp = web.Response(body=b"l" * 100, headers={"Cache-Control": "max-age=600"})
+        resp.headers.add("Link", "</a.css>; rel=preload")
+        resp.headers.add("Link", "</b.js>; rel=preload")
+        return resp
+
+    app.router.add_get("/l.bin", twice)
+    async with TestServer(app, host="127.0.0.1") as server:
+        proxy = await make_proxy(str(server.make_url("")).rstrip("/"), x_accel_redirect=PREFIX)
+        await proxy.get("/l.bin")
+        await settled(proxy.cache_dir, entry=True)
+        resp, _ = await proxy.get("/l.bin", headers=INVITE)
+    assert "X-Accel-Redirect" in resp.headers
+    assert resp.headers.getall("Link") == ["</a.css>; rel=preload, </b.js>; rel=preload"]
+
+
+def test_pixcache_and_the_shipped_nginx_config_agree_on_the_fields() -> None:
+    """The fields pixcache counts on nginx to restore are those the config's add_header lines
+    restore, and the ones nginx keeps are those its fallback hides (else sent twice)."""
+    conf = (Path(__file__).parents[2] / "nginx" / "pixcache-x-accel.conf").read_text()
+    restored = re.findall(r"^\s*add_header\s+([\w-]+)\s+\$upstream_http_([\w]+);", conf, re.M)
+    assert restored, "no add_header lines found"
+    for name, variable in restored:
+        assert variable == name.lower().replace("-", "_"), name
+    assert {name.lower() for name, _ in restored} == NGINX_RESTORES
+    hidden = re.findall(r"^\s*proxy_hide_header\s+([\w-]+);", conf, re.M)
+    # Content-Type is the one kept field nginx replaces rather than adds on the fallback.
+    assert {name.lower() for name in hidden} | {"content-type"} == NGINX_KEEPS

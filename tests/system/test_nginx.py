@@ -30,20 +30,24 @@ pytestmark = pytest.mark.skipif(
 HAS_ADMIN = "admin_listen" in SETTINGS
 CONFIGS = REPO / "nginx"
 # The placeholders in the shipped files: pixcache's address in compose.yaml, nginx's port in
-# the official image, and nginx's cache path.
+# the official image, nginx's cache path, and pixcache's cache dir in compose.yaml.
 UPSTREAM_SERVER = "server pixcache:8080"
 LISTEN = "listen 80;"
 NGINX_CACHE = "/var/cache/nginx/pixcache"
+PIXCACHE_CACHE = "/var/cache/pixcache/"
 UPSTREAM_LINE = re.compile(r"\s*server\s+[\w.-]+:\d+")
 
 
 def render(name: str, tmp: Path, listen_port: int, upstream_ports: list[int]) -> Path:
-    """Write nginx.conf in `tmp` that includes nginx/`name` with loopback addresses."""
+    """Write nginx.conf in `tmp` that includes nginx/`name` with loopback addresses (and
+    tmp/pixcache-cache as pixcache's cache dir)."""
     text = (CONFIGS / name).read_text()
     assert text.count(LISTEN) == 1, f"{name}: expected one `{LISTEN}`"
     text = text.replace(LISTEN, f"listen 127.0.0.1:{listen_port};")
     if NGINX_CACHE in text:
         text = text.replace(NGINX_CACHE, str(tmp / "nginx-cache"))
+    if PIXCACHE_CACHE in text:
+        text = text.replace(PIXCACHE_CACHE, f"{tmp / 'pixcache-cache'}/")
     lines = text.splitlines()
     servers = [i for i, line in enumerate(lines) if UPSTREAM_LINE.match(line)]
     if name == "consistent-hash.conf":
