@@ -69,6 +69,13 @@ SETTINGS: list[tuple[str, str, str, Any, Any]] = [
         lambda c: c.origin_ca_file,
         Path("/etc/ca.pem"),
     ),
+    (
+        "x_accel_redirect",
+        "/_pixcache/bodies/",
+        '"/_pixcache/bodies/"',
+        lambda c: c.x_accel_redirect,
+        "/_pixcache/bodies/",
+    ),
     ("log_format", "console", '"console"', lambda c: c.log_format, "console"),
     ("log_level", "debug", '"debug"', lambda c: c.log_level, "debug"),
 ]
@@ -399,3 +406,14 @@ def test_missing_config_file_names_the_config_setting(
         build_config(flags, environ=environ)
     assert_names(info.value, "config")
     assert missing in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["bodies/", "/bodies", "", "/", "//", "/a//b/", "/a/../b/", "/a b/", "/a\r\nX: y/", "/é/"],
+)
+def test_invalid_x_accel_redirect_prefix_is_refused(base: dict[str, str], value: str) -> None:
+    """It goes into a response header that nginx follows: only a plain path prefix will do."""
+    with pytest.raises(ConfigError) as info:
+        build_config({**base, "x_accel_redirect": value}, environ={})
+    assert_names(info.value, "x_accel_redirect")
