@@ -1,8 +1,8 @@
 """Image guard and backpressure figures (run by hand; loopback only).
 
-    python -m bench.guard decode        # decode-mode cost per megapixel
-    python -m bench.guard bomb          # RSS while the 20000x20000 PNG bomb is refused
-    python -m bench.guard flood         # 500 concurrent distinct 10 MiB objects, 32 fills
+python -m bench.guard decode        # decode-mode cost per megapixel
+python -m bench.guard bomb          # RSS while the 20000x20000 PNG bomb is refused
+python -m bench.guard flood         # 500 concurrent distinct 10 MiB objects, 32 fills
 """
 
 from __future__ import annotations

@@ -63,12 +63,15 @@ class EntryMeta:
             meta = cls(
                 key=_typed(data["key"], str),
                 status=_typed(data["status"], int),
-                headers=[(_typed(n, str), _typed(v, str)) for n, v in data["headers"]],
+                headers=[
+                    (_typed(n, str), _typed(v, str))
+                    for n, v in (_typed(pair, list) for pair in _typed(data["headers"], list))
+                ],
                 request_time=float(_typed(data["request_time"], int | float)),
                 response_time=float(_typed(data["response_time"], int | float)),
                 body_length=_typed(data["body_length"], int),
                 sha256=_typed(data["sha256"], str),
-                vary_fields=tuple(_typed(f, str) for f in data["vary_fields"]),
+                vary_fields=tuple(_typed(f, str) for f in _typed(data["vary_fields"], list)),
                 vary_values={
                     _typed(k, str): None if v is None else _typed(v, str)
                     for k, v in _typed(data["vary_values"], dict).items()

@@ -22,7 +22,7 @@ from storage.entry import CorruptEntry, EntryMeta
 from storage.fileid import FileId
 from storage.layout import Layout
 from storage.lookup import open_entry
-from storage.remove import remove_entry
+from storage.remove import entry_files, remove_entry
 
 # Walking the layout lives in storage.walk; iter_entry_files and iter_orphans are used here too.
 from storage.walk import (
@@ -164,7 +164,7 @@ def open_check(path: Path, chunk: int = CHUNK) -> tuple[BodyCheck, int] | EntryC
             problem, file_id = _classify(exc), exc.file_id or before
         else:
             problem, file_id = Problem.READ_ERROR, before
-        return EntryCheck(path, before.size if before else 0, problem, str(exc), file_id)
+        return EntryCheck(path, _bytes_of(path, file_id), problem, str(exc), file_id)
     if entry is None:  # removed between lstat and open
         return EntryCheck(path, 0, missing=True)
     try:
@@ -175,6 +175,23 @@ def open_check(path: Path, chunk: int = CHUNK) -> tuple[BodyCheck, int] | EntryC
         raise
     body = (entry.body_path, body_id)
     return BodyCheck(path, entry.meta, entry.size, entry.head_id, body, chunk), entry.fd
+
+
+def _bytes_of(path: Path, head: FileId | None) -> int:
+    """What a corrupt entry takes on disk: its head and the body files that go with it,
+    the files removing it removes. Only the head's when the path names another by now."""
+    if head is None:
+        return 0
+    found = entry_files(path)
+    if found is None or found[0] != head:
+        return head.size
+    size = head.size
+    for body in found[1]:
+        try:
+            size += os.lstat(body).st_size
+        except OSError:
+            pass  # a missing body takes no space
+    return size
 
 
 def verify_entry(path: Path, chunk: int = CHUNK) -> EntryCheck:
@@ -246,8 +263,9 @@ class Summary:
             lines.append("Run with --repair to remove the corrupt entries and orphans.")
         if self.kept.count:
             lines.append(
-                f"Temp files younger than {TEMP_GRACE / 3600:g} h are left alone: they may be "
-                "fills of a running pixcache. Nothing outside entries/ and tmp/ is removed."
+                f"Temp and body files younger than {TEMP_GRACE / 3600:g} h are left alone: they "
+                "may be fills of a running pixcache. Nothing outside entries/, bodies/ and tmp/ "
+                "is removed."
             )
         return "\n".join(lines)
 
@@ -285,7 +303,8 @@ def scan(
     now: float | None = None,
 ) -> Summary:
     """Check every entry and look for orphans; with `repair`, remove the corrupt entries and
-    the orphans, except young temp files and anything outside entries/ and tmp/.
+    the orphans, except young temp and body files and anything outside entries/, bodies/ and
+    tmp/.
 
     `progress(done, total)` is called after each entry. Raises OSError when `root` is missing
     or unreadable, NotACache when it has no entries/ directory."""

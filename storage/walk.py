@@ -151,7 +151,9 @@ def _iter_orphans(layout: Layout, now: float) -> Iterator[Orphan | None]:
     for item in _listdir(layout.root):
         if item.name not in known:
             # Never deleted: the index or lock files of a newer pixcache may live here.
-            yield _orphan(item, "not part of the cache layout", "outside entries/ and tmp/")
+            yield _orphan(
+                item, "not part of the cache layout", "outside entries/, bodies/ and tmp/"
+            )
     for item in _listdir(layout.entries):
         if not _is_bucket(item):
             yield _orphan(item, "not one of the 00..ff entry directories")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.entry import new_body_id
 from storage.layout import Layout, primary_key_hash, variant_key_hash
 from storage.store import Store
 
@@ -70,24 +71,51 @@ def test_variant_key_hash_depends_on_values_not_their_order() -> None:
     assert one != primary
 
 
+def test_body_paths_are_named_by_key_hash_and_body_id(layout: Layout) -> None:
+    key_hash = primary_key_hash("/img/cat.png")
+    body_id = new_body_id()
+    path = layout.body_path(key_hash, body_id)
+    assert path.relative_to(layout.bodies).parts == (key_hash[:2], f"{key_hash}.{body_id}")
+    assert path.parent.is_dir()  # create() made every fan-out directory
+    assert layout.body_path(key_hash, new_body_id()) != path
+    assert layout.body_path(primary_key_hash("/img/dog.png"), body_id) != path
+
+
+def test_layout_of_an_entry_is_the_one_it_belongs_to(layout: Layout) -> None:
+    key_hash = primary_key_hash("/img/cat.png")
+    assert Layout.of_entry(layout.entry_path(key_hash)) == layout
+
+
 def test_create_makes_tmp_and_256_fan_out_directories(layout: Layout) -> None:
     assert layout.tmp.is_dir()
-    names = sorted(p.name for p in layout.entries.iterdir())
-    assert names == [f"{i:02x}" for i in range(256)]
+    for top in (layout.entries, layout.bodies):
+        names = sorted(p.name for p in top.iterdir())
+        assert names == [f"{i:02x}" for i in range(256)]
     layout.create()  # idempotent
     layout.check_writable()
     assert list(layout.tmp.iterdir()) == []
 
 
 def test_sweep_removes_temp_leftovers_only(layout: Layout) -> None:
-    for name in ("123-aaa.tmp", "456-bbb.tmp", ".probe-9"):
+    for name in ("123-aaa.tmp", "123-aaa.head", "456-bbb.tmp", ".probe-9"):
         (layout.tmp / name).write_bytes(b"partial")
-    entry = layout.entry_path(primary_key_hash("/kept.png"))
-    entry.write_bytes(b"a committed entry")
-    assert layout.sweep_temp_files() == 3
+    key_hash = primary_key_hash("/kept.png")
+    head = layout.entry_path(key_hash)
+    head.write_bytes(b"a committed head")
+    body = layout.body_path(key_hash, new_body_id())
+    body.write_bytes(b"a committed body")
+    assert layout.sweep_temp_files() == 4
     assert list(layout.tmp.iterdir()) == []
-    assert entry.read_bytes() == b"a committed entry"
+    assert head.read_bytes() == b"a committed head"
+    assert body.read_bytes() == b"a committed body"
     assert layout.sweep_temp_files() == 0
+
+
+def test_sweep_of_one_process_leaves_the_others_temp_files(layout: Layout) -> None:
+    for name in ("123-aaa.tmp", "123-aaa.head", "456-bbb.tmp", "456-bbb.head"):
+        (layout.tmp / name).write_bytes(b"partial")
+    assert layout.sweep_temp_files(123) == 2
+    assert sorted(p.name for p in layout.tmp.iterdir()) == ["456-bbb.head", "456-bbb.tmp"]
 
 
 def test_store_prepare_sweeps_leftovers(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import io
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import pytest
 from proxy import verify_cmd
 from storage.entry import EntryMeta
 from storage.layout import Layout, primary_key_hash
+from storage.lookup import read_head
 from storage.temp import TempBody
+from storage.walk import TEMP_GRACE
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +47,7 @@ async def _commit(layout: Layout, body: bytes, key: str) -> Path:
             response_time=2.0,
             body_length=temp.written,
             sha256=temp.sha256,
+            body_id=temp.body_id,
         )
         final = layout.entry_path(primary_key_hash(key))
         await temp.commit(meta, final)
@@ -56,9 +60,23 @@ def make_entry(layout: Layout, key: str, body: bytes = b"\xff\xd8" + bytes(5000)
     return asyncio.run(_commit(layout, body, key))
 
 
-def corrupt(path: Path) -> None:
-    with path.open("r+b") as f:
-        f.write(b"X")  # the first body byte
+def body_of(head: Path) -> Path:
+    """The body file an entry's head names."""
+    found = read_head(head)
+    assert found is not None
+    return Layout.of_entry(head).body_path(head.name, found[0].body_id)
+
+
+def size_on_disk(head: Path) -> int:
+    return head.stat().st_size + body_of(head).stat().st_size
+
+
+def corrupt(head: Path) -> Path:
+    """Overwrite the first byte of the entry's body; returns the body file."""
+    body = body_of(head)
+    with body.open("r+b") as f:
+        f.write(b"X")
+    return body
 
 
 def verify(cache_dir: Path | None, *, repair: bool = False) -> int:
@@ -73,7 +91,7 @@ def test_a_clean_cache_exits_0_with_a_summary(
     paths = [make_entry(layout, f"/{i}.jpg") for i in range(3)]
     assert verify(layout.root) == 0
     out, err = capsys.readouterr()
-    total = sum(p.stat().st_size for p in paths)
+    total = sum(size_on_disk(p) for p in paths)
     ok_line = next(line for line in out.splitlines() if line.split()[0] == "ok")
     assert ok_line.split()[1:] == ["3", "files", f"{total:,}", "bytes"]
     assert "corrupt: " not in out
@@ -85,12 +103,12 @@ def test_corruption_exits_1_and_is_left_in_place_without_repair(
 ) -> None:
     good = make_entry(layout, "/good.jpg")
     bad = make_entry(layout, "/bad.jpg")
-    corrupt(bad)
+    bad_body = corrupt(bad)
     assert verify(layout.root) == 1
     out = capsys.readouterr().out
     assert "checksum mismatch" in out and bad.name in out
     assert "--repair" in out
-    assert bad.exists() and good.exists()
+    assert bad.exists() and bad_body.exists() and good.exists()
 
 
 def test_repair_removes_the_corrupt_entry_and_still_exits_1(
@@ -98,12 +116,30 @@ def test_repair_removes_the_corrupt_entry_and_still_exits_1(
 ) -> None:
     good = make_entry(layout, "/good.jpg")
     bad = make_entry(layout, "/bad.jpg")
-    corrupt(bad)
+    bad_body = corrupt(bad)
     assert verify(layout.root, repair=True) == 1
     out = capsys.readouterr().out
     assert "removed" in out
+    assert not bad.exists() and not bad_body.exists()  # the head and its body
+    assert good.exists() and body_of(good).exists()
+    # Nothing corrupt is left, not even an orphaned body: the next run is clean.
+    assert verify(layout.root) == 0
+    assert "orphan: " not in capsys.readouterr().out
+
+
+def test_a_head_whose_body_is_missing_exits_1_and_repair_removes_it(
+    layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = make_entry(layout, "/good.jpg")
+    bad = make_entry(layout, "/bad.jpg")
+    body_of(bad).unlink()
+    assert verify(layout.root) == 1
+    out = capsys.readouterr().out
+    assert f"corrupt: entries/{bad.name[:2]}/{bad.name}: missing body" in out
+    assert bad.exists()
+    assert verify(layout.root, repair=True) == 1
+    assert "[removed]" in capsys.readouterr().out
     assert not bad.exists() and good.exists()
-    # Nothing corrupt is left: the next run is clean.
     assert verify(layout.root) == 0
 
 
@@ -118,6 +154,27 @@ def test_orphans_alone_exit_0_and_repair_removes_them(
     assert stray.exists()
     assert verify(layout.root, repair=True) == 0
     assert not stray.exists()
+
+
+def test_bodies_no_head_names_are_orphans_removed_only_once_old(
+    layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kept = make_entry(layout, "/kept.jpg")
+    young, old = (body_of(make_entry(layout, f"/{age}.jpg")) for age in ("young", "old"))
+    for body in (young, old):  # a crash between the body's rename and the head's
+        layout.entry_path(body.name[:64]).unlink()
+    then = time.time() - TEMP_GRACE - 60
+    os.utime(old, (then, then))
+    assert verify(layout.root) == 0
+    out = capsys.readouterr().out
+    for body in (young, old):
+        assert f"orphan: bodies/{body.name[:2]}/{body.name}: body no entry names" in out
+    assert young.exists() and old.exists()
+    assert verify(layout.root, repair=True) == 0
+    out = capsys.readouterr().out
+    assert "left alone: younger than 1 h" in out
+    assert young.exists() and not old.exists()
+    assert kept.exists() and body_of(kept).exists()
 
 
 def test_a_missing_setting_exits_2_naming_the_flag_and_variable(
@@ -193,10 +250,10 @@ def test_a_progress_bar_is_drawn_only_on_a_terminal(
 
 def test_the_subcommand_parses_its_flags(layout: Layout) -> None:
     bad = make_entry(layout, "/bad.jpg")
-    corrupt(bad)
+    bad_body = corrupt(bad)
     root = argparse.ArgumentParser(prog="pixcache")
     verify_cmd.add_parser(root.add_subparsers(dest="command", required=True))
     args = root.parse_args(["verify", "--cache-dir", str(layout.root), "--repair"])
     assert (args.command, args.repair) == ("verify", True)
     assert verify_cmd.run(args) == 1
-    assert not bad.exists()
+    assert not bad.exists() and not bad_body.exists()
