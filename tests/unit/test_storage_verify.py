@@ -20,13 +20,14 @@ import pytest
 from storage import verify
 from storage.entry import FOOTER, MAGIC, MAX_META_BYTES, EntryMeta, new_body_id
 from storage.fileid import FileId
-from storage.layout import Layout, primary_key_hash
+from storage.layout import Layout
 from storage.lookup import read_head
 from storage.remove import remove_entry
 from storage.scrub import Scrubber
-from storage.temp import TempBody, commit_with_head
+from storage.temp import commit_with_head
 from storage.verify import NotACache, Problem, scan, verify_entry
 from storage.walk import TEMP_GRACE, iter_entry_files, iter_orphans
+from tests.entries import body_of, commit
 
 BODY = bytes(range(256)) * 40  # 10 KiB
 OLD = time.time() - TEMP_GRACE - 60  # an mtime past the grace of files in flight
@@ -39,34 +40,6 @@ def layout(tmp_path: Path) -> Layout:
     return layout
 
 
-async def commit(
-    layout: Layout, body: bytes, key: str = "/a.png", *, vary_marker: bool = False
-) -> Path:
-    """A real entry, written the way a fill writes it; returns its head."""
-    temp = TempBody.create(layout.tmp)
-    try:
-        for start in range(0, len(body), 65536):
-            await temp.append(body[start : start + 65536])
-        meta = EntryMeta(
-            key=key,
-            status=200,
-            headers=[("Content-Type", "image/png")],
-            request_time=1.0,
-            response_time=2.0,
-            body_length=temp.written,
-            sha256=temp.sha256,
-            vary_fields=("accept",) if vary_marker else (),
-            is_vary_marker=vary_marker,
-            vary_id="v1" if vary_marker else "",
-            body_id=temp.body_id,
-        )
-        head = layout.entry_path(primary_key_hash(key))
-        await temp.commit(meta, head)
-        return head
-    finally:
-        temp.discard()
-
-
 def make_entry(layout: Layout, body: bytes = BODY, key: str = "/a.png", **kw: bool) -> Path:
     return asyncio.run(commit(layout, body, key, **kw))
 
@@ -75,11 +48,6 @@ def meta_of(head: Path) -> EntryMeta:
     found = read_head(head)
     assert found is not None
     return found[0]
-
-
-def body_of(head: Path) -> Path:
-    """The body file a head names, resolved the way a lookup resolves it."""
-    return Layout.of_entry(head).body_path(head.name, meta_of(head).body_id)
 
 
 def bodies_of(head: Path) -> list[Path]:

@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from proxy import verify_cmd
-from storage.entry import EntryMeta
-from storage.layout import Layout, primary_key_hash
-from storage.lookup import read_head
-from storage.temp import TempBody
+from storage.layout import Layout
 from storage.walk import TEMP_GRACE
+from tests.entries import body_of, commit
 
 
 @pytest.fixture(autouse=True)
@@ -35,36 +33,8 @@ def layout(tmp_path: Path) -> Layout:
     return layout
 
 
-async def _commit(layout: Layout, body: bytes, key: str) -> Path:
-    temp = TempBody.create(layout.tmp)
-    try:
-        await temp.append(body)
-        meta = EntryMeta(
-            key=key,
-            status=200,
-            headers=[("Content-Type", "image/jpeg")],
-            request_time=1.0,
-            response_time=2.0,
-            body_length=temp.written,
-            sha256=temp.sha256,
-            body_id=temp.body_id,
-        )
-        final = layout.entry_path(primary_key_hash(key))
-        await temp.commit(meta, final)
-        return final
-    finally:
-        temp.discard()
-
-
 def make_entry(layout: Layout, key: str, body: bytes = b"\xff\xd8" + bytes(5000)) -> Path:
-    return asyncio.run(_commit(layout, body, key))
-
-
-def body_of(head: Path) -> Path:
-    """The body file an entry's head names."""
-    found = read_head(head)
-    assert found is not None
-    return Layout.of_entry(head).body_path(head.name, found[0].body_id)
+    return asyncio.run(commit(layout, body, key))
 
 
 def size_on_disk(head: Path) -> int:
