@@ -17,6 +17,7 @@ from storage.entry import BODY_ID, EntryMeta, new_body_id
 from storage.layout import Layout
 from storage.lookup import open_entry
 from storage.temp import TempBody, commit_with_head
+from tests.entries import meta_for
 
 CHUNKS = [b"\x89PNG\r\n\x1a\n", b"", os.urandom(70_000), b"x" * 3, os.urandom(1)]
 KEY_HASH = "ab" * 32
@@ -27,19 +28,6 @@ def layout(tmp_path: Path) -> Layout:
     layout = Layout(tmp_path / "cache")
     layout.create()
     return layout
-
-
-def meta_for(temp: TempBody, key: str = "/a.png") -> EntryMeta:
-    return EntryMeta(
-        key=key,
-        status=200,
-        headers=[("Content-Type", "image/png")],
-        request_time=1.0,
-        response_time=2.0,
-        body_length=temp.written,
-        sha256=temp.sha256,
-        body_id=temp.body_id,
-    )
 
 
 async def committed(layout: Layout, body: bytes, key_hash: str = KEY_HASH) -> EntryMeta:
