@@ -21,6 +21,7 @@ from proxy import metrics
 from proxy.fills import Fills
 from proxy.policy.freshness import Timing, freshness_lifetime
 from proxy.policy.targeted import effective_headers
+from storage.commit import CommitRefused
 from storage.layout import primary_key_hash
 from storage.store import Store
 
@@ -140,24 +141,36 @@ async def purge(request: web.Request) -> web.Response:
 
 async def _mark_stale(store: Store, keys: list[str], targets: tuple[str, ...]) -> int:
     """Soft purge: rewrite each entry as if stored just over its lifetime ago, so the next
-    request revalidates, and stale-if-error may still serve it."""
+    request revalidates, and stale-if-error may still serve it. An entry whose fill is in
+    flight (its key's lock is taken) is purged hard: the two must not both rewrite it."""
     marked = 0
-    now = time.time()
     for key in keys:
-        entry = await store.open(key)
-        if entry is None:
+        lock = store.key_lock(key)
+        if not lock.try_acquire():
+            await store.remove(key)
+            marked += 1
             continue
         try:
-            meta = entry.meta
-            if meta.is_vary_marker:
-                continue
-            headers = effective_headers(CIMultiDict(meta.headers), targets)
-            timing = Timing(meta.request_time, meta.response_time)
-            lifetime = freshness_lifetime(meta.status, headers, timing)
-            then = now - lifetime - 1
-            stale = replace(meta, request_time=then, response_time=then)
-            await store.refresh(key, stale)
-            marked += 1
+            marked += await _mark_one_stale(store, key, targets)
+        except (CommitRefused, OSError) as exc:  # removed meanwhile: nothing left to mark
+            log.info("soft_purge_skipped", key_hash=key, error=str(exc))
         finally:
-            os.close(entry.fd)
+            lock.release()
     return marked
+
+
+async def _mark_one_stale(store: Store, key: str, targets: tuple[str, ...]) -> int:
+    entry = await store.open(key)
+    if entry is None:
+        return 0
+    try:
+        meta = entry.meta
+        if meta.is_vary_marker:
+            return 0
+        headers = effective_headers(CIMultiDict(meta.headers), targets)
+        timing = Timing(meta.request_time, meta.response_time)
+        then = time.time() - freshness_lifetime(meta.status, headers, timing) - 1
+        await store.refresh(key, replace(meta, request_time=then, response_time=then))
+        return 1
+    finally:
+        os.close(entry.fd)

@@ -33,11 +33,17 @@ def commit_entry(head: StagedFile, body: StagedFile | None) -> None:
         actual = os.fstat(file.fd).st_size
         if actual != file.size:
             raise CommitRefused(f"{file.temp.name} holds {actual} bytes, expected {file.size}")
-    for file in staged:
-        # The body's new name is one no head points to yet: invisible until the head's
-        # rename, the atomic switch from the old entry to the new, whole one.
-        os.rename(file.temp, file.final)
-        _fsync_dir(file.final.parent)  # the rename survives a power cut, body before head
+    if body is not None:
+        os.rename(body.temp, body.final)  # a name no head points to yet: invisible
+    try:
+        if body is not None:
+            _fsync_dir(body.final.parent)  # the body's name is durable before a head names it
+        os.rename(head.temp, head.final)  # the atomic switch from the old entry to the new
+    except BaseException:
+        if body is not None:
+            os.unlink(body.final)  # named by no head: removing it costs nothing
+        raise
+    _fsync_dir(head.final.parent)
 
 
 def _fsync_dir(path: Path) -> None:

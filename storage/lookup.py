@@ -70,7 +70,7 @@ def open_entry(path: Path) -> OpenEntry | None:
         try:
             fd = os.open(body_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            if _still_names(path, head_id):
+            if still_names(path, head_id):
                 raise _corrupt("body file missing", head_id) from None
             continue  # replaced (its old body removed) or removed meanwhile: look again
         try:
@@ -92,7 +92,8 @@ def body_file(head: str, body_id: str) -> str:
     return f"{top}/bodies/{bucket}/{body_name(key_hash, body_id)}"
 
 
-def _still_names(path: Path, head_id: FileId) -> bool:
+def still_names(path: Path, head_id: FileId) -> bool:
+    """Whether `path` is still the very head that was read."""
     try:
         return FileId.of(os.lstat(path)) == head_id
     except FileNotFoundError:

@@ -19,14 +19,17 @@ from storage.index import Index
 from storage.keylock import KeyLock
 from storage.layout import Layout, variant_key_hash
 from storage.lookup import OpenEntry, open_entry
+from storage.publish import commit_with_head
 from storage.remove import remove_entry
-from storage.temp import TempBody, commit_with_head
+from storage.temp import TempBody
 from storage.walk import iter_entry_files, iter_unnamed_bodies
 
 log = structlog.get_logger("pixcache.storage")
 
 # How long a statvfs reading of free space is trusted.
 FREE_SPACE_TTL = 1.0
+# How often upkeep looks for bodies no head names (they are removed once an hour old).
+UNNAMED_BODY_SWEEP = 600.0
 
 
 class PurgedMeanwhile(Exception):
@@ -76,6 +79,7 @@ class Store:
         self._uses: dict[str, float] = {}
         self._free: tuple[float, int] = (0.0, 0)
         self.swept = 0
+        self._bodies_swept_at = 0.0
         self.evicted = 0
         self.corrupt_found = 0
         # An index write failed: the next upkeep reconciles the index with the files.
@@ -238,6 +242,8 @@ class Store:
         """Remove entries stale past their grace, and evict while free space is short;
         forget purges older than any fill could be (a day)."""
         await self._on_index(self.index.forget_purges_before, time.time() - 86400)
+        if time.monotonic() - self._bodies_swept_at > UNNAMED_BODY_SWEEP:
+            await self.sweep_unnamed_bodies()
         if self.index_stale:
             self.index_stale = False
             await self.reconcile()
@@ -270,13 +276,20 @@ class Store:
     async def reconcile(self) -> int:
         """Bring the index in line with the entry files (at start, in the background):
         files it does not know are added, rows without a file are dropped."""
+        await self.sweep_unnamed_bodies()
         return await self._on_index(self._reconcile)
 
+    async def sweep_unnamed_bodies(self) -> int:
+        """Remove bodies no head names (a crash or a failed removal between a head and its
+        body), once they are too old to belong to a commit in flight. Returns how many."""
+        self._bodies_swept_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(None, _remove_unnamed_bodies, self.layout)
+        if removed:
+            log.info("unnamed_bodies_removed", count=removed)
+        return removed
+
     def _reconcile(self) -> int:
-        # Bodies no head names: left by a crash between a commit's two renames.
-        for orphan in iter_unnamed_bodies(self.layout):
-            if not orphan.keep:
-                orphan.remove()
         known = self.index.keys()
         seen: set[str] = set()
         added = 0
@@ -347,6 +360,10 @@ class Store:
 
     def close(self) -> None:
         self._index_thread.shutdown(wait=True)
+
+
+def _remove_unnamed_bodies(layout: Layout) -> int:
+    return sum(1 for orphan in iter_unnamed_bodies(layout) if not orphan.keep and orphan.remove())
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -8,10 +8,10 @@ import os
 import uuid
 from pathlib import Path
 
-from storage.commit import CommitRefused, StagedFile, commit_entry
-from storage.entry import CorruptEntry, EntryMeta, new_body_id
+from storage.commit import CommitRefused, StagedFile
+from storage.entry import EntryMeta, new_body_id
 from storage.layout import Layout
-from storage.lookup import read_head
+from storage.publish import commit_with_head, write_all
 
 
 class TempBody:
@@ -42,7 +42,7 @@ class TempBody:
         self.written += len(chunk)
 
     def _write_and_hash(self, chunk: bytes) -> None:
-        _write_all(self.fd, chunk)
+        write_all(self.fd, chunk)
         self._hash.update(chunk)
 
     @property
@@ -78,42 +78,3 @@ class TempBody:
             self.path.unlink(missing_ok=True)
         finally:
             os.close(self.fd)
-
-
-def commit_with_head(
-    tmp_dir: Path, meta: EntryMeta, head_path: Path, body: StagedFile | None
-) -> None:
-    """Write the head for `meta` to a temp file and run the audited commit (of the head alone
-    when `body` is None: the body it names is already in place). Then remove the body the
-    replaced head named, if it was another one. Runs in a thread."""
-    head = meta.encode()
-    temp = tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.head"
-    fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644)
-    try:
-        _write_all(fd, head)
-        if body is None:  # the body must still be there to be named again
-            os.stat(Layout.of_entry(head_path).body_path(head_path.name, meta.body_id))
-        replaced = _named_body(head_path)
-        commit_entry(StagedFile(fd, temp, head_path, len(head)), body)
-    finally:
-        os.close(fd)
-        temp.unlink(missing_ok=True)  # gone already when the commit renamed it
-    if replaced is not None and replaced != meta.body_id:
-        # Readers that opened it keep reading it; new ones find the new head.
-        Layout.of_entry(head_path).body_path(head_path.name, replaced).unlink(missing_ok=True)
-
-
-def _named_body(head_path: Path) -> str | None:
-    """The body id the current head names; None if there is none or it is unreadable (a
-    broken head's body, if any, is an orphan that verify and reconcile remove)."""
-    try:
-        found = read_head(head_path)
-    except CorruptEntry:
-        return None
-    return None if found is None else found[0].body_id
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

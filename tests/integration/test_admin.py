@@ -15,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import build_admin, build_app, make_store
 from proxy.config import ConfigError, build_config
+from storage.keylock import KeyLock
+from storage.layout import primary_key_hash
 from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj
 
@@ -128,6 +130,25 @@ async def test_soft_purge_revalidates_and_stale_if_error_still_serves(
     origin.add("/soft.jpg", Obj(body=b"down", status=503, headers={"Content-Type": "text/plain"}))
     status, body, cache = await stack.get("/soft.jpg")
     assert status == 200 and body == b"soft" and 'detail="stale-if-error"' in cache
+
+
+async def test_soft_purge_of_a_key_being_filled_is_a_hard_purge(
+    stack: Stack, origin: FakeOrigin
+) -> None:
+    """While a fill holds the key's lock it may commit over the entry at any moment; the
+    soft purge does not rewrite the entry under it but removes it."""
+    origin.add("/busy.jpg", Obj(body=b"busy", headers={**FRESH, "ETag": '"v1"'}))
+    await stack.stored("/busy.jpg")
+    fill_lock = KeyLock(stack.cache_dir / "locks", primary_key_hash("/busy.jpg"))
+    assert fill_lock.try_acquire()  # as a fill in another worker holds it
+    try:
+        status, text = await stack.admin("POST", "/purge?url=/busy.jpg&soft=1")
+    finally:
+        fill_lock.release()
+    assert status == 200 and '"purged": 1' in text
+    status, body, cache = await stack.get("/busy.jpg")
+    assert body == b"busy" and cache.startswith("pixcache; fwd=uri-miss")
+    assert origin.hits["/busy.jpg"] == 2
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

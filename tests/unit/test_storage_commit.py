@@ -177,3 +177,24 @@ def test_commit_of_a_truncated_temp_file_is_refused(
     assert not body.final.exists()
     assert head.final.read_bytes() == OLD_HEAD
     assert old_body.read_bytes() == OLD_BODY
+
+
+def test_a_failed_switch_leaves_no_body_behind(
+    staged: tuple[StagedFile, StagedFile], layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head's rename fails (ENOSPC growing the directory, say): the body already in
+    place is named by no head and is removed, so the disk is not leaked."""
+    old_body = existing_entry(layout)
+    head, body = staged
+    real_rename = os.rename
+
+    def full(src: Path, dst: Path) -> None:
+        if Path(dst) == head.final:
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", full)
+    with pytest.raises(OSError):
+        commit_entry(head, body)
+    assert bodies_of_key(layout) == [old_body.name]  # the old entry, untouched
+    assert layout.entry_path(KEY_HASH).read_bytes() == OLD_HEAD

@@ -23,9 +23,10 @@ from storage.entry import FOOTER, MAGIC, MAX_META_BYTES, CorruptEntry, EntryMeta
 from storage.fileid import FileId
 from storage.layout import Layout
 from storage.lookup import REPLACED_RETRIES, OpenEntry, open_entry, read_head
+from storage.publish import commit_with_head
 from storage.remove import remove_entry
 from storage.store import Store, VaryPlan
-from storage.temp import TempBody, commit_with_head
+from storage.temp import TempBody
 
 KEY_HASH = "ab" * 32
 BODY = bytes(range(256)) * 40  # 10 KiB

@@ -89,3 +89,12 @@ async def test_replacing_and_purging_leave_no_body_behind(store: Store) -> None:
     await store.purge([key_hash])
     assert list((store.layout.bodies / "dd").iterdir()) == []
     assert list((store.layout.entries / "dd").iterdir()) == []
+
+
+async def test_upkeep_sweeps_unnamed_bodies_while_running(store: Store) -> None:
+    """Not only at start: a long-running instance reclaims what a failed removal or a
+    crashed worker left, once it is too old to be a commit in flight."""
+    old = stray_body(store, "ee" * 32, TEMP_GRACE + 60)
+    young = stray_body(store, "ef" * 32, 10)
+    await store.maintain()  # the first upkeep round sweeps
+    assert not old.exists() and young.exists()

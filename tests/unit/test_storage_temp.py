@@ -16,7 +16,8 @@ from storage.commit import CommitRefused
 from storage.entry import BODY_ID, EntryMeta, new_body_id
 from storage.layout import Layout
 from storage.lookup import open_entry
-from storage.temp import TempBody, commit_with_head
+from storage.publish import commit_with_head
+from storage.temp import TempBody
 from tests.entries import meta_for
 
 CHUNKS = [b"\x89PNG\r\n\x1a\n", b"", os.urandom(70_000), b"x" * 3, os.urandom(1)]
@@ -189,7 +190,7 @@ async def test_head_only_refresh_of_a_replaced_body_is_refused(layout: Layout) -
     that is gone. It is not committed; the newer entry stays."""
     old = await committed(layout, b"old body")
     new = await committed(layout, b"new body")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CommitRefused):
         commit_with_head(layout.tmp, replace(old, status=203), layout.entry_path(KEY_HASH), None)
     assert stored(layout) == (new, b"new body")
     assert list(layout.tmp.iterdir()) == []
@@ -250,4 +251,26 @@ async def test_commit_refuses_metadata_that_does_not_describe_the_bytes(
         assert list(layout.tmp.iterdir()) == [temp.path]
     finally:
         temp.discard()
+    assert list(layout.tmp.iterdir()) == []
+
+
+async def test_a_refresh_whose_body_is_removed_during_the_switch_leaves_no_head(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An eviction removes the body between the refresh's check and its rename: the new
+    head must not outlive its body (the next lookup would call it corrupt)."""
+    import storage.publish
+
+    old = await committed(layout, b"old body")
+    body = layout.body_path(KEY_HASH, old.body_id)
+    real_commit = storage.publish.commit_entry
+
+    def evicted_meanwhile(head: object, staged_body: object) -> None:
+        body.unlink()
+        real_commit(head, staged_body)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage.publish, "commit_entry", evicted_meanwhile)
+    with pytest.raises(CommitRefused):
+        commit_with_head(layout.tmp, replace(old, status=203), layout.entry_path(KEY_HASH), None)
+    assert not layout.entry_path(KEY_HASH).exists()
     assert list(layout.tmp.iterdir()) == []

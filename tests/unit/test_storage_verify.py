@@ -22,9 +22,9 @@ from storage.entry import FOOTER, MAGIC, MAX_META_BYTES, EntryMeta, new_body_id
 from storage.fileid import FileId
 from storage.layout import Layout
 from storage.lookup import read_head
+from storage.publish import commit_with_head
 from storage.remove import remove_entry
 from storage.scrub import Scrubber
-from storage.temp import commit_with_head
 from storage.verify import NotACache, Problem, scan, verify_entry
 from storage.walk import TEMP_GRACE, iter_entry_files, iter_orphans
 from tests.entries import body_of, commit
