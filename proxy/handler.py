@@ -33,13 +33,12 @@ from proxy.respond import (
     ClientGone,
     abort,
     client_headers,
-    nginx_may_send,
-    send_by_nginx,
     send_entry,
     send_filling,
     send_stream,
     start,
 )
+from proxy.x_accel import nginx_may_send, send_by_nginx
 from storage.layout import primary_key_hash, variant_key_hash
 from storage.lookup import OpenEntry
 from storage.store import Store, VaryPlan

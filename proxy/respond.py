@@ -32,59 +32,6 @@ DROP_FROM_STORED = frozenset({"content-length", "surrogate-control"})
 COPY_CHUNK = 256 * 1024
 
 
-# nginx's request field (set by proxy_set_header) saying it will send a file named by
-# X-Accel-Redirect; without it, a hit is never answered that way.
-ACCEL_INVITATION = ("X-Sendfile-Type", "x-accel-redirect")
-# Requests nginx would answer from the file's own size and mtime (Range, conditionals):
-# pixcache answers those itself, against the stored validators (RFC 9110 §13, §14).
-ANSWERED_HERE = (
-    "range",
-    "if-range",
-    "if-match",
-    "if-none-match",
-    "if-modified-since",
-    "if-unmodified-since",
-)
-# The response fields that reach the client when nginx sends the body: those nginx keeps from
-# an X-Accel-Redirect answer, those nginx/pixcache-x-accel.conf restores with add_header, and
-# those nginx sets itself. A stored response with any other field is sent by pixcache, so
-# that the client gets every stored field either way.
-NGINX_KEEPS = frozenset(
-    {
-        "content-type",
-        "cache-control",
-        "expires",
-        "content-disposition",
-        "accept-ranges",
-        "set-cookie",
-    }
-)
-NGINX_RESTORES = frozenset(
-    {
-        "etag",
-        "last-modified",
-        "vary",
-        "age",
-        "cache-status",
-        "via",
-        "content-encoding",
-        "content-language",
-        "content-location",
-        "link",
-        "access-control-allow-origin",
-        "access-control-allow-credentials",
-        "access-control-expose-headers",
-        "timing-allow-origin",
-        "cross-origin-resource-policy",
-        "x-content-type-options",
-        "content-security-policy",
-        "surrogate-key",
-    }
-)
-NGINX_SETS = frozenset({"content-length", "date", "server"})
-NGINX_DELIVERS = NGINX_KEEPS | NGINX_RESTORES | NGINX_SETS
-
-
 # Where `start` leaves the prepared response, for the handler to hand back to aiohttp.
 RESPONSE_KEY = web.RequestKey("pixcache.response", web.StreamResponse)
 
@@ -228,39 +175,6 @@ async def send_entry(
     return 206
 
 
-def nginx_may_send(request: web.BaseRequest, status: int, headers: CIMultiDict[str]) -> bool:
-    """Whether nginx in front asked to send this stored response's body itself, and may: a
-    whole 200 to a GET that is neither a Range nor a conditional request, whose every field
-    nginx delivers."""
-    field, value = ACCEL_INVITATION
-    return (
-        request.headers.get(field, "").strip().lower() == value
-        and request.method == "GET"
-        and status == 200
-        and not any(name in request.headers for name in ANSWERED_HERE)
-        and all(name.lower() in NGINX_DELIVERS for name in headers)
-    )
-
-
-async def send_by_nginx(request: web.BaseRequest, headers: CIMultiDict[str], uri: str) -> int:
-    """The stored headers with an empty body and X-Accel-Redirect: nginx sends the body
-    file from its internal location `uri`, with sendfile."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for name in dict.fromkeys(headers):  # each name once, in order
-        values = headers.getall(name)
-        if name.lower() == "set-cookie":  # never combined (RFC 9110 §5.3); nginx keeps each
-            out.extend((name, v) for v in values)
-        else:
-            # nginx restores a field from $upstream_http_*, which holds one line: combining
-            # the lines of a list field keeps its meaning (RFC 9110 §5.3).
-            out[name] = ", ".join(values)
-    out["X-Accel-Redirect"] = uri
-    out.setdefault("Accept-Ranges", "bytes")
-    response = await start(request, 200, out, 0)
-    await _finish(request, response)
-    return 200
-
-
 async def send_filling(
     request: web.BaseRequest,
     status: int,
@@ -306,7 +220,7 @@ async def _send_not_modified(request: web.BaseRequest, headers: CIMultiDict[str]
         for value in headers.getall(name, ()):
             out.add(name, value)
     response = await start(request, 304, out, None)
-    await _finish(request, response)
+    await finish(request, response)
     return 304
 
 
@@ -317,7 +231,7 @@ async def _send_unsatisfiable(
     out = CIMultiDict((n, v) for n, v in headers.items() if n.lower() in _KEPT_ON_416)
     out["Content-Range"] = f"bytes */{length}"
     response = await start(request, 416, out, 0)
-    await _finish(request, response)
+    await finish(request, response)
     return 416
 
 
@@ -359,7 +273,8 @@ async def _send_multipart(
         raise ClientGone() from exc
 
 
-async def _finish(request: web.BaseRequest, response: web.StreamResponse) -> None:
+async def finish(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """End a response whose body (if any) was written."""
     try:
         await response.write_eof()
     except ConnectionError as exc:

@@ -35,7 +35,7 @@ def _first_read(path: Path, chunk: int) -> tuple[BodyCheck | EntryCheck, int]:
     whole. Returns the check and the bytes read. No descriptor outlives the call."""
     opened = open_check(path, chunk)
     if isinstance(opened, EntryCheck):
-        return opened, min(opened.size, 1 << 14)  # at most the head was read
+        return opened, 0  # no body was read: nothing to pace
     check, fd = opened
     try:
         check.feed(fd)

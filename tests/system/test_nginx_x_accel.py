@@ -20,8 +20,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.x_accel import redirect_headers
 from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj
 from tests.system.procs import free_port, start_pixcache, stop
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 CONF = "pixcache-x-accel.conf"
-PREFIX = "/_pixcache/bodies/"  # pixcache's default X-Accel-Redirect prefix
+PREFIX = "/_pixcache/bodies/"  # the internal location of the shipped config
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>' * 2000
 # A stored response with every field the config names, and the ones nginx keeps itself.
 STORED = [
@@ -69,6 +70,8 @@ class Entry:
     body: bytes
     headers: list[tuple[str, str]]
     file: Path
+    # What a request without X-Sendfile-Type gets instead of the entry, if set.
+    direct: tuple[int, list[tuple[str, str]], bytes] | None = None
 
 
 @dataclass
@@ -97,12 +100,16 @@ class FakePixcache:
         # Like pixcache, this fake redirects only when nginx asks; unlike pixcache, it does
         # so for conditional and range requests too, to show what nginx does with them.
         if sendfile_type == "X-Accel-Redirect":
-            resp = web.Response(body=b"")
-            resp.headers["X-Accel-Redirect"] = PREFIX + "ab/" + entry.file.name
+            # pixcache's own redirect answer.
+            uri = PREFIX + "ab/" + entry.file.name
+            return web.Response(body=b"", headers=redirect_headers(CIMultiDict(entry.headers), uri))
+        if entry.direct is not None:  # the entry changed between the two requests
+            status, headers, body = entry.direct
+            resp = web.Response(status=status, body=body)
         else:
-            resp = web.Response(body=entry.body)
-            resp.headers["X-Direct"] = "1"
-        for name, value in entry.headers:
+            resp, headers = web.Response(body=entry.body), entry.headers
+        resp.headers["X-Direct"] = "1"
+        for name, value in headers:
             resp.headers.add(name, value)
         return resp
 
@@ -181,8 +188,10 @@ async def test_fields_pixcache_did_not_send_stay_absent(
     assert status == 200 and got == body
     assert headers.getall("Cache-Control") == ["max-age=60"]
     # No ETag, Last-Modified or Content-Type made up by nginx from the file.
-    for name in ("ETag", "Last-Modified", "Content-Type", "Accept-Ranges", "Vary", "Age"):
+    for name in ("ETag", "Last-Modified", "Content-Type", "Vary", "Age"):
         assert name not in headers, name
+    # pixcache's own (it answers Range requests), once: not nginx's too.
+    assert headers.getall("Accept-Ranges") == ["bytes"]
 
 
 @pytest.mark.parametrize(
@@ -241,6 +250,33 @@ async def test_body_file_gone_falls_back_to_pixcache_streaming_it(
     ]
     # An expected race, not an error worth a log line.
     assert "No such file" not in (tmp_path / "nginx.stderr").read_text()
+
+
+async def test_the_fallback_carries_only_the_second_answers_fields(
+    pixcache: tuple[FakePixcache, int], nginx: str
+) -> None:
+    """The body file is gone because the entry was purged or replaced: pixcache's second
+    answer (here a 502) must not go out with the first answer's Cache-Control, Expires or
+    Content-Disposition, which a cache in front would keep for a year."""
+    fake, _ = pixcache
+    old = [
+        ("Content-Type", "image/jpeg"),
+        ("Cache-Control", "public, max-age=31536000, immutable"),
+        ("Expires", "Thu, 01 Jan 2037 00:00:00 GMT"),
+        ("Content-Disposition", 'attachment; filename="old.jpg"'),
+        ("ETag", '"old"'),
+    ]
+    entry = fake.store("/gone.jpg", b"old", old)
+    entry.file.unlink()
+    entry.direct = (502, [("Content-Type", "text/plain"), ("Cache-Control", "no-store")], b"x")
+
+    status, got, headers = await fetch(nginx + "/gone.jpg")
+    assert status == 502 and got == b"x"
+    assert headers.getall("Cache-Control") == ["no-store"]
+    assert headers.getall("Content-Type") == ["text/plain"]
+    for name in ("Expires", "Content-Disposition", "ETag", "Accept-Ranges"):
+        assert name not in headers, name
+    assert not any(name.lower().startswith("x-pixcache-") for name in headers)
 
 
 async def test_body_files_are_not_reachable_from_outside(
