@@ -161,3 +161,24 @@ def test_published_ports_do_not_collide(services: dict[str, Any]) -> None:
             assert len(parts) >= 2, f"{port}: publish as HOST:CONTAINER"
             published.append(":".join(parts[:-1]))
     assert len(published) == len(set(published)), published
+
+
+def test_nginx_x_accel_reads_the_bodies_pixcache_names(services: dict[str, Any]) -> None:
+    """The X-Accel-Redirect front: its internal location is pixcache's prefix, and its alias
+    is pixcache's cache dir, on the same volume, mounted read-only."""
+    nginx, pixcache = services["nginx-x-accel"], services["pixcache"]
+    text = mounted_host_file(nginx, "/etc/nginx/conf.d/").read_text()
+    env = env_of(pixcache)
+    prefix = env["PIXCACHE_X_ACCEL_REDIRECT"]
+    location = re.search(rf"location {re.escape(prefix)} \{{(.*?)\n    \}}", text, re.S)
+    assert location, f"no internal location for {prefix}"
+    assert "internal;" in location.group(1)
+    (alias,) = re.findall(r"^\s*alias\s+(\S+);", location.group(1), re.M)
+    assert alias == env["PIXCACHE_CACHE_DIR"].rstrip("/") + "/bodies/"
+    cache_volume = next(
+        v for v in pixcache["volumes"] if v.split(":")[1] == env["PIXCACHE_CACHE_DIR"]
+    )
+    assert f"{cache_volume.split(':')[0]}:{env['PIXCACHE_CACHE_DIR']}:ro" in nginx["volumes"]
+    upstream = re.search(r"upstream\s+pixcache\s*\{(.*?)\}", text, re.S)
+    assert upstream and f"server pixcache:{listen_port(pixcache)}" in upstream.group(1)
+    assert "pixcache" in depends_of(nginx)
