@@ -39,8 +39,7 @@ def commit_with_head(
             # body it replaced is named by no head. Readers that opened it keep reading it.
             if replaced not in (None, meta.body_id) and still_names(head_path, ours):
                 layout.body_path(head_path.name, replaced).unlink(missing_ok=True)
-        named = layout.body_path(head_path.name, meta.body_id)
-        if body is None and not named.exists():
+        if body is None and not layout.body_path(head_path.name, meta.body_id).exists():
             # Evicted or purged between the check and the switch: the head must not outlive
             # its body (it would be a miss reported as corruption).
             remove_if_unchanged(head_path, ours)
