@@ -22,6 +22,7 @@ from proxy.handler import Handler
 from proxy.origins import make_origin
 from proxy.policy.freshness import Timing, time_to_live
 from proxy.policy.targeted import effective_headers
+from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
 from storage.scrub import Scrubber
@@ -74,6 +75,7 @@ def tags_of(meta: EntryMeta, field: str) -> tuple[str, ...]:
 
 def build_app(config: Config, store: Store) -> web.Application:
     """The application for a prepared store; origin and fills live as long as it does."""
+    keep_header_octets()
     origin = make_origin(config)
     guard = Guard(
         GuardLimits(
@@ -105,6 +107,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         grace=config.grace,
         targets=config.targeted_fields,
         x_accel_redirect=config.x_accel_redirect,
+        unkeyed_fields=config.unkeyed_request_fields,
     )
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 

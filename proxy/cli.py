@@ -63,6 +63,9 @@ HELP = {
     "are answered with X-Accel-Redirect, and nginx sends the body (default: off)",
     "cache_control_field": "targeted Cache-Control field for this cache, RFC 9213 "
     "(default Pixcache-Cache-Control; CDN-Cache-Control is honoured after it)",
+    "unkeyed_request_fields": "request fields a shared fill never forwards, comma-separated "
+    "(default: X-Forwarded-Host, X-Original-URL, X-Rewrite-URL, Forwarded, "
+    "X-HTTP-Method-Override and their kin; empty: forward them all)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",
     "log_level": "debug, info, warning or error",
 }

@@ -44,6 +44,21 @@ class Deadlines:
     total: float = 300.0
 
 
+DEFAULT_UNKEYED_REQUEST_FIELDS = (
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-url",
+    "x-original-host",
+    "x-rewrite-url",
+    "forwarded",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+)
+
+
 @dataclass(frozen=True)
 class Config:
     origin: Origin
@@ -82,6 +97,10 @@ class Config:
     # URI prefix of nginx's internal location for the cache's bodies/; None: hits are sent
     # by pixcache itself, never by X-Accel-Redirect.
     x_accel_redirect: str | None = None
+    # Request fields that origins use to build URLs or pick a method but that are not part
+    # of the cache key: a shared fill never forwards them, so one client cannot shape what
+    # every other client then receives (cache poisoning).
+    unkeyed_request_fields: frozenset[str] = frozenset(DEFAULT_UNKEYED_REQUEST_FIELDS)
 
     @property
     def targeted_fields(self) -> tuple[str, ...]:
@@ -134,6 +153,13 @@ def _field_name(setting: str, raw: Any) -> str:
     if not text or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in text):
         raise ConfigError(setting, f"must be a header field name, got {raw!r}")
     return text
+
+
+def _field_names(setting: str, raw: Any) -> frozenset[str]:
+    """Header field names, comma-separated (or a TOML list); empty for none."""
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    names = [str(item).strip() for item in items if str(item).strip()]
+    return frozenset(_field_name(setting, name).lower() for name in names)
 
 
 def _count(low: int, high: int) -> Callable[[str, Any], int]:
@@ -318,6 +344,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "tag_header": _field_name,
     "shutdown_grace": _non_negative_seconds,
     "x_accel_redirect": _uri_prefix,
+    "unkeyed_request_fields": _field_names,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

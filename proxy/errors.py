@@ -5,15 +5,22 @@ from __future__ import annotations
 
 
 class ProxyError(Exception):
-    """Base: every error that reaches the handler knows the status it becomes."""
+    """Base: every error that reaches the handler knows the status it becomes.
+
+    `message` is composed by pixcache from what it knows (stage, seconds, an S3 error code,
+    an image's size) and may reach the client; `detail` is the library's own text (a repr,
+    an OS error with addresses) and goes to the log only, redacted (proxy/redact.py): it may
+    carry the forwarded request's URL and header values (invariant 7)."""
 
     status = 502
     event = "proxy_error"
+    stage: str | None = None  # which stage of an origin fetch failed, where one did
 
-    def __init__(self, message: str, *, origin: str = "") -> None:
+    def __init__(self, message: str, *, origin: str = "", detail: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.origin = origin
+        self.detail = detail
 
 
 class OriginTimeout(ProxyError):
@@ -33,8 +40,8 @@ class OriginUnavailable(ProxyError):
 
     event = "origin_unavailable"
 
-    def __init__(self, message: str, *, stage: str, origin: str = "") -> None:
-        super().__init__(message, origin=origin)
+    def __init__(self, message: str, *, stage: str, origin: str = "", detail: str = "") -> None:
+        super().__init__(message, origin=origin, detail=detail)
         self.stage = stage
 
 

@@ -29,6 +29,7 @@ from proxy.policy.conditional import updated_headers, validators_for
 from proxy.policy.storable import Verdict, may_store
 from proxy.policy.targeted import effective_headers
 from proxy.policy.vary import vary_fields, vary_values
+from proxy.redact import redact
 from proxy.tail import Tail
 from storage.entry import EntryMeta
 from storage.store import Store, VaryPlan
@@ -337,8 +338,9 @@ class Fill:
             exc.event,
             key=self.key,
             origin=exc.origin,
-            stage=getattr(exc, "stage", None),
+            stage=exc.stage,
             error=exc.message,
+            cause=redact(exc.detail) or None,
             **where,
         )
         self.error = exc

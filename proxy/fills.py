@@ -15,9 +15,10 @@ from collections.abc import Callable
 import structlog
 
 from proxy import metrics
-from proxy.errors import Overloaded, ProxyError
+from proxy.errors import InternalError, Overloaded
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
+from proxy.redact import describe
 from storage.keylock import KeyLock
 from storage.store import Store
 
@@ -125,7 +126,7 @@ class Fills:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
             log.exception("fill_crashed", key=fill.key)
-            fill._fail(ProxyError(f"internal error: {exc!r}"))
+            fill._fail(InternalError("internal error", detail=describe(exc)))
         finally:
             self._started -= 1
             metrics.FILLS_IN_FLIGHT.dec()

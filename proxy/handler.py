@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import structlog
 from aiohttp import web
@@ -17,12 +18,12 @@ from multidict import CIMultiDict
 from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
 from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
 from proxy.fills import Fills
-from proxy.observe import PENDING_KEY, Served, record_request
+from proxy.observe import PENDING_KEY, Served, record_request, request_id
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
 from proxy.policy.freshness import Timing, current_age, freshness_lifetime
-from proxy.policy.hop_by_hop import end_to_end, with_via
+from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
 from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
 from proxy.policy.targeted import SURROGATE_CAPABILITY, effective_headers
@@ -77,6 +78,7 @@ class Handler:
         grace: float = 0.0,
         targets: tuple[str, ...] = (),
         x_accel_redirect: str | None = None,
+        unkeyed_fields: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.origin = origin
@@ -84,6 +86,8 @@ class Handler:
         self.grace = grace  # seconds a stale entry may serve while the origin fails
         self.targets = targets  # RFC 9213 targeted fields, most specific first
         self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
+        # What a fill, fetched once for every client of the key, never forwards.
+        self.not_forwarded_on_fill = NOT_FORWARDED_ON_FILL | unkeyed_fields
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         began = time.monotonic()
@@ -215,7 +219,7 @@ class Handler:
         await fill.release_leader()
 
     def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
-        fetch_headers = _forwarded_headers(request, drop=NOT_FORWARDED_ON_FILL)
+        fetch_headers = _forwarded_headers(request, drop=self.not_forwarded_on_fill)
         entry = found.entry
         seen = entry.identity if entry is not None else None
         stale = None
@@ -339,11 +343,16 @@ class Handler:
         """Methods we do not cache go to the origin with their body; a non-error answer to
         an unsafe method invalidates what is stored for the URL (RFC 9111 §4.4)."""
         cache = CacheStatus(fwd="method")
-        body = request.content.iter_chunked(64 * 1024) if request.can_read_body else None
+        headers = _forwarded_headers(request)
+        body = None
+        if request.can_read_body:
+            body = request.content.iter_chunked(64 * 1024)
+            if request.content_length is not None:
+                # The length aiohttp's parser counted off the client's connection: exactly
+                # the bytes `body` yields (or it fails and the origin connection is closed).
+                headers["Content-Length"] = str(request.content_length)
         try:
-            response = await self.origin.fetch(
-                request.method, key, _forwarded_headers(request), body
-            )
+            response = await self.origin.fetch(request.method, key, headers, body)
         except ProxyError as exc:
             return await self.error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
@@ -354,15 +363,15 @@ class Handler:
         return await self.relay_response(request, response, cache)
 
     async def error(self, request: web.Request, exc: ProxyError, cache: CacheStatus) -> Served:
-        stage = getattr(exc, "stage", None)
-        detail = f"{exc.event}" + (f" stage={stage}" if stage else "")
+        detail = f"{exc.event}" + (f" stage={exc.stage}" if exc.stage else "")
         cache = CacheStatus(fwd=cache.fwd, collapsed=cache.collapsed, detail=detail)
         headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
         if isinstance(exc, Overloaded):
             headers["Retry-After"] = str(exc.retry_after)
         with_via(headers, "1.1", VIA)
         headers["Cache-Status"] = cache.render()
-        body = f"{exc.status} {exc.message}\n".encode()
+        rid = headers["X-Request-Id"] = request_id(request)
+        body = error_body(exc, rid)
         response = await start(request, exc.status, headers, len(body))
         if request.method != "HEAD":
             await response.write(body)
@@ -381,13 +390,29 @@ class Handler:
             return Served(499, CacheStatus(detail="internal"), error=error)
 
 
+def error_body(exc: ProxyError, rid: str) -> bytes:
+    """What a client reads of an error: the status, what failed and at which stage, and the
+    id of the log line that has the details. Only pixcache's own words: `message` is
+    composed from what pixcache knows; library text (`detail`) never reaches a client, as it
+    can name internal addresses or carry another request's header values (invariant 7)."""
+    phrase = HTTPStatus(exc.status).phrase if exc.status in _STATUSES else "Error"
+    lines = [f"{exc.status} {phrase}: {exc.message}"]
+    if exc.stage:
+        lines.append(f"stage: {exc.stage}")
+    lines.append(f"request id: {rid}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+_STATUSES = frozenset(s.value for s in HTTPStatus)
+
+
 def _forwarded_headers(
     request: web.Request, *, drop: frozenset[str] = frozenset()
 ) -> CIMultiDict[str]:
     """RFC 9110 §7.6: strip hop-by-hop fields and add Via. Host names the origin, which the
     client library sets from the configured URL. Surrogate-Capability tells the origin
     that Surrogate-Control directives may target us (Edge Architecture 1.0)."""
-    headers = end_to_end(request.headers, drop=drop | {"host"})
+    headers = end_to_end(request.headers, drop=drop | REQUEST_FRAMING | {"host"})
     with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
     headers.add("Surrogate-Capability", SURROGATE_CAPABILITY)
     return headers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from dataclasses import dataclass
 
@@ -11,6 +13,7 @@ from aiohttp import web
 from proxy import metrics
 from proxy.errors import ProxyError
 from proxy.policy.cache_status import CacheStatus
+from proxy.redact import redact
 
 log = structlog.get_logger("pixcache.request")
 
@@ -30,6 +33,26 @@ class Served:
 
 # What a request that is being answered will have served, should its handler be cancelled.
 PENDING_KEY = web.RequestKey("pixcache.pending", Served)
+REQUEST_ID_KEY = web.RequestKey("pixcache.request_id", str)
+# Unique per process and cheap: the worker's pid, then a counter.
+_request_ids = itertools.count(1)
+_ID_PREFIX = f"{os.getpid():x}-"
+
+
+def request_id(request: web.Request) -> str:
+    """The id that ties an error body a client saw to this request's log line."""
+    rid = request.get(REQUEST_ID_KEY)
+    if rid is None:
+        rid = request[REQUEST_ID_KEY] = f"{_ID_PREFIX}{next(_request_ids):x}"
+    return rid
+
+
+def _reset_ids() -> None:
+    global _ID_PREFIX, _request_ids
+    _ID_PREFIX, _request_ids = f"{os.getpid():x}-", itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_reset_ids)  # each worker numbers its own requests
 
 
 def record_request(request: web.Request, served: Served, began: float) -> None:
@@ -40,6 +63,7 @@ def record_request(request: web.Request, served: Served, began: float) -> None:
         "cache": served.cache.outcome,
         "bytes": served.body_bytes,
         "duration": round(time.monotonic() - began, 6),
+        "request_id": request_id(request),
     }
     if served.client_gone:
         fields["client_gone"] = True
@@ -56,7 +80,9 @@ def record_request(request: web.Request, served: Served, began: float) -> None:
     if served.error is not None:
         fields["error"] = served.error.event
         fields["error_detail"] = served.error.message
-        stage = getattr(served.error, "stage", None)
+        if served.error.detail:
+            fields["error_cause"] = redact(served.error.detail)
+        stage = served.error.stage
         if stage:
             fields["stage"] = stage
         fields["origin"] = served.error.origin

@@ -16,6 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import IncompleteBody, OriginUnavailable
 from proxy.origins.base import OriginResponse, text_response
+from proxy.redact import describe
 
 CHUNK = 256 * 1024
 # Files change rarely and carry validators; an hour is a safe default lifetime.
@@ -60,7 +61,7 @@ class FileOrigin:
             found = await loop.run_in_executor(None, _stat_file, self.root, path_qs)
         except OSError as exc:
             raise OriginUnavailable(
-                f"cannot stat: {exc}", stage="headers", origin=self.name
+                "cannot stat the file", stage="headers", origin=self.name, detail=describe(exc)
             ) from exc
         if found is None:
             return text_response(404, "not found\n")

@@ -30,6 +30,7 @@ from multidict import CIMultiDict
 from proxy.config import Deadlines
 from proxy.errors import IncompleteBody, OriginTimeout, OriginUnavailable
 from proxy.origins.base import OriginResponse
+from proxy.redact import describe
 
 KEEPALIVE_SECONDS = 4.0
 
@@ -91,7 +92,9 @@ class _StagedConnector(aiohttp.TCPConnector):
             raise _StageTimeout("tls") from None
         except (ssl.SSLError, OSError) as exc:
             sock.close()
-            raise OriginUnavailable(f"TLS handshake failed: {exc}", stage="tls") from exc
+            raise OriginUnavailable(
+                "TLS handshake failed", stage="tls", detail=describe(exc)
+            ) from exc
         clock.lap("tls")
         return connection
 
@@ -173,11 +176,14 @@ class HttpOrigin:
             raise
         except aiohttp.ClientConnectorError as exc:
             raise OriginUnavailable(
-                f"cannot connect: {exc.os_error}", stage="connect", origin=self.name
+                f"cannot connect: {_reason(exc.os_error)}",
+                stage="connect",
+                origin=self.name,
+                detail=describe(exc),
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise OriginUnavailable(
-                f"no valid response: {exc!r}", stage="headers", origin=self.name
+                "no valid response", stage="headers", origin=self.name, detail=describe(exc)
             ) from exc
         return OriginResponse(
             status=response.status,
@@ -210,7 +216,7 @@ class HttpOrigin:
                 yield chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
             raise IncompleteBody(
-                f"body broken after {received} bytes: {exc!r}", origin=self.name
+                f"body broken after {received} bytes", origin=self.name, detail=describe(exc)
             ) from exc
         finally:
             # A connection whose body was not read to its end cannot be reused.
@@ -235,6 +241,11 @@ class HttpOrigin:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _reason(error: OSError) -> str:
+    """An OS error in words, without the address it names (that goes to the log only)."""
+    return (error.strerror or type(error).__name__).lower()
 
 
 def _closer(response: aiohttp.ClientResponse) -> Any:

@@ -56,6 +56,7 @@ from proxy.origins.s3_stages import (
     current_clock,
     stage_seconds,
 )
+from proxy.redact import describe
 
 CHUNK = 256 * 1024
 KEEPALIVE_SECONDS = 4.0  # as for HTTP origins: shorter than the idle timeouts stores use
@@ -127,8 +128,13 @@ class S3Unavailable(OriginUnavailable):
     def __init__(
         self, reason: str, detail: str, *, stage: str, origin: str, bucket: str, key: str
     ) -> None:
+        # S3's error code is safe to show; its message text, and botocore's (which names
+        # the endpoint's address), go to the log only.
         super().__init__(
-            f"S3 {reason}: {detail} (bucket {bucket!r}, key {key!r})", stage=stage, origin=origin
+            f"S3 {reason} (bucket {bucket!r}, key {key!r})",
+            stage=stage,
+            origin=origin,
+            detail=detail,
         )
         self.reason = reason
         self.bucket = bucket
@@ -302,16 +308,16 @@ class S3Origin:
     def _unreachable(self, exc: Exception, key: str) -> OriginTimeout | OriginUnavailable:
         where = {"origin": self.name, "bucket": self.bucket, "key": key}
         if isinstance(exc, CREDENTIAL_ERRORS):
-            return S3Unavailable("credentials", str(exc), stage="credentials", **where)
+            return S3Unavailable("credentials", describe(exc), stage="credentials", **where)
         if isinstance(exc, ConnectTimeoutError):  # botocore's backstop
             return self._timeout("connect", key)
         if isinstance(exc, ReadTimeoutError):
             return self._timeout("headers", key)
         if isinstance(exc, SSLError):
-            return S3Unavailable("TLS handshake failed", str(exc), stage="tls", **where)
+            return S3Unavailable("TLS handshake failed", describe(exc), stage="tls", **where)
         if isinstance(exc, EndpointConnectionError):
-            return S3Unavailable("cannot connect", str(exc), stage="connect", **where)
-        return S3Unavailable("no valid response", repr(exc), stage="headers", **where)
+            return S3Unavailable("cannot connect", describe(exc), stage="connect", **where)
+        return S3Unavailable("no valid response", describe(exc), stage="headers", **where)
 
     async def _body(
         self, stream: Any, key: str, expected: int | None, clock: StageClock, deadline: float

@@ -24,6 +24,15 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# RFC 9112 §6: the fields that frame a request's content on one connection. pixcache frames
+# what it forwards itself (a GET or HEAD goes without content; another method's content
+# goes with the length aiohttp's parser counted), so a client's own never travel on: a
+# Content-Length naming a body that is not sent would make the origin read the next
+# client's request on the pooled connection as this one's body (request smuggling).
+# Expect belongs to the client's hop too: pixcache does not wait for a 100 (Continue).
+REQUEST_FRAMING = frozenset({"content-length", "transfer-encoding", "expect", "te", "trailer"})
+
+
 # Fields by which nginx and the server behind it steer each other on one hop: X-Accel-* in a
 # response makes nginx send a file or change its buffering, X-Sendfile-Type in a request
 # invites the server to do so. An origin's must never reach the nginx in front of pixcache

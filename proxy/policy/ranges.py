@@ -7,6 +7,10 @@ from dataclasses import dataclass
 # More ranges than this in one request are ignored and the whole body is sent (§14.2 lets a
 # server ignore a Range; many small or overlapping ranges are a known abuse).
 MAX_RANGES = 16
+# §14.2: "a server MAY coalesce any of the ranges that overlap, or that are separated by a
+# gap that is smaller than the overhead of sending multiple parts". A part's own header
+# lines (boundary, Content-Type, Content-Range) take about this many bytes.
+PART_OVERHEAD = 80
 
 
 @dataclass(frozen=True)
@@ -60,4 +64,20 @@ def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
         ranges.append(ByteRange(start, end))
     if not ranges:
         raise Unsatisfiable()
-    return ranges
+    return coalesced(ranges)
+
+
+def coalesced(ranges: list[ByteRange]) -> list[ByteRange]:
+    """The ranges in ascending order, with those that overlap, touch or lie closer than a
+    part's overhead merged (§14.2). Every byte is then sent at most once, so a request of
+    many overlapping ranges (16 × `0-`) costs one body, not sixteen (range amplification).
+    The order may change: the RFC lets a server coalesce, and clients match parts by
+    their Content-Range."""
+    merged: list[ByteRange] = []
+    for current in sorted(ranges, key=lambda r: r.start):
+        if merged and current.start <= merged[-1].end + 1 + PART_OVERHEAD:
+            last = merged[-1]
+            merged[-1] = ByteRange(last.start, max(last.end, current.end))
+        else:
+            merged.append(current)
+    return merged

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.app import build_app, make_store
@@ -23,6 +24,7 @@ class Proxy:
     store: Store
     cache_dir: Path
     client: aiohttp.ClientSession
+    app: web.Application | None = None
 
     def entry_files(self) -> list[Path]:
         return [p for p in (self.cache_dir / "entries").rglob("*") if p.is_file()]
@@ -55,12 +57,14 @@ async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
         config = build_config(flags, environ={})
         store = make_store(config)
         store.prepare()
-        server = TestServer(build_app(config, store), host="127.0.0.1")
+        app = build_app(config, store)
+        server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         client = aiohttp.ClientSession(auto_decompress=False)
         sessions.append(client)
-        return Proxy(str(server.make_url("")).rstrip("/"), store, config.cache_dir, client)
+        url = str(server.make_url("")).rstrip("/")
+        return Proxy(url, store, config.cache_dir, client, app)
 
     yield make
     for client in sessions:
