@@ -64,6 +64,7 @@ def make_store(config: Config) -> Store:
         tags_of=lambda meta: tags_of(meta, config.tag_header),
         on_corrupt=_count_corrupt,
         on_evict=lambda count, why: metrics.EVICTIONS.labels(why).inc(count),
+        check_on_hit_max=config.verify_on_hit_max_size,
     )
 
 

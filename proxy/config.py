@@ -77,7 +77,10 @@ class Config:
     min_free: int = 0  # bytes that must stay free on the cache's filesystem
     max_object_size: int | None = None  # larger objects are proxied, not stored
     stale_grace: float = 86400.0  # seconds an entry is kept past its expiry
-    scrub_rate: int = 0  # bytes per second the scrubber re-verifies; 0: off
+    scrub_rate: int = 4 << 20  # bytes per second the scrubber re-verifies; 0: off
+    # Bodies up to this size are read whole and checksummed on every hit, and sent from the
+    # bytes checked; larger ones go by sendfile, size checked only. 0: sizes only.
+    verify_on_hit_max_size: int = 1 << 20
     grace: float = 0.0  # seconds of staleness servable while the origin fails
     cache_control_field: str = "Pixcache-Cache-Control"  # RFC 9213 field for this cache
     verify_images: str = "header"  # off, header (probe) or decode (and decode before storing)
@@ -141,6 +144,20 @@ def _positive_bytes(setting: str, raw: Any) -> int:
     value = _bytes(setting, raw)
     if value <= 0:
         raise ConfigError(setting, f"must be more than 0 bytes, got {raw!r}")
+    return value
+
+
+# A hit holds a checked body in memory while it is sent: more than this per hit is too much.
+MAX_VERIFY_ON_HIT_SIZE = 64 << 20
+
+
+def _hit_check_size(setting: str, raw: Any) -> int:
+    value = _bytes(setting, raw)
+    if value > MAX_VERIFY_ON_HIT_SIZE:
+        raise ConfigError(
+            setting,
+            f"must be at most 64M (a checked body is held in memory while sent), got {raw!r}",
+        )
     return value
 
 
@@ -328,6 +345,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_object_size": _positive_bytes,
     "stale_grace": _non_negative_seconds,
     "scrub_rate": _bytes,
+    "verify_on_hit_max_size": _hit_check_size,
     "grace": _non_negative_seconds,
     "cache_control_field": _field_name,
     "verify_images": _choice("off", "header", "decode"),

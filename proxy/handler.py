@@ -203,7 +203,10 @@ class Handler:
                 uri = f"{self.x_accel_redirect}{body.parent.name}/{body.name}"
                 status = await send_by_nginx(request, headers, uri)
             else:
-                status = await send_entry(request, meta.status, headers, entry.fd, meta.body_length)
+                # entry.source: the checked bytes of a small body, else the body file.
+                status = await send_entry(
+                    request, meta.status, headers, entry.source, meta.body_length
+                )
         finally:
             os.close(entry.fd)
         sent = meta.body_length if request.method == "GET" and status == 200 else 0

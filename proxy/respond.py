@@ -85,13 +85,17 @@ def _transport(request: web.BaseRequest) -> asyncio.Transport:
 
 
 async def send_stored(
-    request: web.BaseRequest, response: web.StreamResponse, fd: int, offset: int, length: int
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    body: int | bytes,
+    offset: int,
+    length: int,
 ) -> None:
-    """Bytes of a stored body, by sendfile."""
+    """Bytes of a stored body: from the bytes a hit checked, or by sendfile from its file."""
     if request.method == "HEAD":
         return
     try:
-        await send_range(_transport(request), fd, offset, length)
+        await _send_body(request, response, body, offset, length)
         await response.write_eof()
     except (ConnectionError, EOFError) as exc:
         abort(request)
@@ -150,10 +154,11 @@ async def send_growing(
 
 
 async def send_entry(
-    request: web.BaseRequest, status: int, headers: CIMultiDict[str], fd: int, length: int
+    request: web.BaseRequest, status: int, headers: CIMultiDict[str], fd: int | bytes, length: int
 ) -> int:
     """A stored response: 304 to a matching conditional request (RFC 9110 §13.1), 206 or
-    multipart/byteranges or 416 to a Range (§14), else all of it. Returns the status sent."""
+    multipart/byteranges or 416 to a Range (§14), else all of it. Returns the status sent.
+    `fd` is the body file, or the body's bytes once a hit read and checked them."""
     if status == 200 and not_modified(request.headers, headers):
         return await _send_not_modified(request, headers)
     if status == 200:
@@ -241,7 +246,7 @@ _KEPT_ON_416 = frozenset({"date", "etag", "last-modified", "cache-control", "via
 async def _send_multipart(
     request: web.BaseRequest,
     headers: CIMultiDict[str],
-    fd: int,
+    fd: int | bytes,
     length: int,
     ranges: list[ByteRange],
 ) -> None:
@@ -265,12 +270,27 @@ async def _send_multipart(
     try:
         for head, byte_range in zip(heads, ranges, strict=True):
             await response.write(head)
-            await send_range(_transport(request), fd, byte_range.start, byte_range.length)
+            await _send_body(request, response, fd, byte_range.start, byte_range.length)
         await response.write(closing)
         await response.write_eof()
     except (ConnectionError, EOFError) as exc:
         abort(request)
         raise ClientGone() from exc
+
+
+async def _send_body(
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    body: int | bytes,
+    offset: int,
+    count: int,
+) -> None:
+    """Bytes [offset, offset + count) of a stored body: of the checked bytes themselves
+    (never re-read from the file), or of the body file by sendfile."""
+    if isinstance(body, bytes):
+        await response.write(memoryview(body)[offset : offset + count])
+    else:
+        await send_range(_transport(request), body, offset, count)
 
 
 async def finish(request: web.BaseRequest, response: web.StreamResponse) -> None:

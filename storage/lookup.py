@@ -1,7 +1,13 @@
-"""Opening an entry for a hit: every blocking syscall in one call, run in a thread."""
+"""Opening an entry for a hit: every blocking syscall in one call, run in a thread.
+
+A body up to a configured size is also read whole and checked against its stored SHA-256 in
+that same call, and the hit sends those very bytes: what was checked is what the client gets,
+even if the file rots a moment later. Larger bodies go by sendfile with their size checked
+only (the scrubber and `pixcache verify` check their bytes)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,14 @@ class OpenEntry:
     size: int  # bytes on disk: head and body
     head_id: FileId
     body_path: Path
+    # The whole body, read once and found to match its checksum; None when the body is sent
+    # from `fd` (over the check limit, or checking is off).
+    checked: bytes | None = None
+
+    @property
+    def source(self) -> int | bytes:
+        """What a hit sends the body from: the checked bytes, else the body file."""
+        return self.fd if self.checked is None else self.checked
 
     @property
     def identity(self) -> tuple[int, int]:
@@ -55,12 +69,14 @@ def read_head(path: Path) -> tuple[EntryMeta, FileId] | None:
         os.close(fd)
 
 
-def open_entry(path: Path) -> OpenEntry | None:
-    """Read the head at `path`, open the body it names, check the body's size. None when
-    there is no entry (or it was removed meanwhile).
+def open_entry(path: Path, check_max: int = 0) -> OpenEntry | None:
+    """Read the head at `path`, open the body it names, check the body's size; read a body
+    of at most `check_max` bytes whole and check its SHA-256 (0: never). None when there is
+    no entry (or it was removed meanwhile).
 
-    Raises CorruptEntry when the head is not a complete head, or its body is missing or not
-    exactly `body_length` bytes: a truncated or padded body is never served."""
+    Raises CorruptEntry when the head is not a complete head, or its body is missing, not
+    exactly `body_length` bytes or (when read) not the bytes the checksum names: a
+    truncated, padded or rotten body is never served."""
     for _ in range(REPLACED_RETRIES):
         found = read_head(path)
         if found is None:
@@ -77,11 +93,33 @@ def open_entry(path: Path) -> OpenEntry | None:
             size = os.fstat(fd).st_size
             if size != meta.body_length:
                 raise _corrupt(f"body size {size} does not match body {meta.body_length}", head_id)
+            checked = None
+            if 0 < size <= check_max:
+                checked = read_checked(fd, meta, head_id)
         except BaseException:
             os.close(fd)
             raise
-        return OpenEntry(fd, meta, size + head_id.size, head_id, Path(body_path))
+        return OpenEntry(fd, meta, size + head_id.size, head_id, Path(body_path), checked)
     return None
+
+
+def read_checked(fd: int, meta: EntryMeta, head_id: FileId) -> bytes:
+    """The whole body of `fd`, in one read, if it hashes to the metadata's SHA-256. Runs in
+    the lookup's thread call: hashlib releases the GIL, so the event loop goes on meanwhile.
+    Raises CorruptEntry otherwise."""
+    data = os.pread(fd, meta.body_length, 0)
+    while len(data) < meta.body_length:  # a regular file reads whole unless cut meanwhile
+        more = os.pread(fd, meta.body_length - len(data), len(data))
+        if not more:
+            raise _corrupt(f"body ends at byte {len(data)} of {meta.body_length}", head_id)
+        data += more
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != meta.sha256:
+        reason = (
+            f"checksum mismatch: body hashes to {actual[:16]}..., head says {meta.sha256[:16]}..."
+        )
+        raise _corrupt(reason, head_id)
+    return data
 
 
 def body_file(head: str, body_id: str) -> str:

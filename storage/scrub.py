@@ -1,8 +1,9 @@
 """The scrubber: a running proxy re-reads every entry, forever, at a bounded rate.
 
-A hit checks only an entry's size; a flipped bit inside a body is found here (or by
-`pixcache verify`) and the entry removed, so the next request is a miss instead of a wrong
-image. The steps are storage.verify's; this module only paces them and runs them in threads.
+A hit checks an entry's size, and the SHA-256 only of bodies up to the configured size
+(storage.lookup); a flipped bit inside a larger body is found here (or by `pixcache verify`)
+and the entry removed, so the next request is a miss instead of a wrong image. The steps
+are storage.verify's; this module only paces them and runs them in threads.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ log = structlog.get_logger("pixcache.storage")
 FREE_SPACE_TTL = 1.0
 # How often upkeep looks for bodies no head names (they are removed once an hour old).
 UNNAMED_BODY_SWEEP = 600.0
+# Bodies up to this size are read whole and checked against their SHA-256 on every hit.
+CHECK_ON_HIT_MAX = 1 << 20
 
 
 class PurgedMeanwhile(Exception):
@@ -66,8 +68,10 @@ class Store:
         tags_of: Callable[[EntryMeta], tuple[str, ...]] = lambda meta: (),
         on_corrupt: Callable[[str, str], None] = lambda key_hash, reason: None,
         on_evict: Callable[[int, str], None] = lambda count, why: None,
+        check_on_hit_max: int = CHECK_ON_HIT_MAX,
     ) -> None:
         self.layout = Layout(root)
+        self.check_on_hit_max = check_on_hit_max  # 0: a hit checks sizes only
         self.bounds = bounds
         self.expiry_of = expiry_of
         self.tags_of = tags_of
@@ -79,7 +83,9 @@ class Store:
         self._uses: dict[str, float] = {}
         self._free: tuple[float, int] = (0.0, 0)
         self.swept = 0
-        self._bodies_swept_at = 0.0
+        # None: never swept, so the first upkeep round sweeps. (0.0 would mean "swept at
+        # monotonic zero", which is boot time: no sweep for 10 minutes after a reboot.)
+        self._bodies_swept_at: float | None = None
         self.evicted = 0
         self.corrupt_found = 0
         # An index write failed: the next upkeep reconciles the index with the files.
@@ -96,14 +102,15 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------
     async def open(self, key_hash: str) -> OpenEntry | None:
-        """The entry stored under `key_hash`, opened, or None. A corrupt entry is removed
-        and reported as absent: it is never served."""
+        """The entry stored under `key_hash`, opened (a body up to `check_on_hit_max` bytes
+        read and checked), or None. A corrupt entry is removed and reported as absent: it is
+        never served."""
         path = self.layout.entry_path(key_hash)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(None, open_entry, path)
+            return await loop.run_in_executor(None, open_entry, path, self.check_on_hit_max)
         except CorruptEntry as exc:
-            log.warning("corrupt_entry", key_hash=key_hash, error=str(exc))
+            log.warning("corrupt_entry", found_by="hit", key_hash=key_hash, error=str(exc))
             self.corrupt_found += 1
             self.on_corrupt(key_hash, str(exc))
             if exc.file_id is not None:
@@ -242,7 +249,8 @@ class Store:
         """Remove entries stale past their grace, and evict while free space is short;
         forget purges older than any fill could be (a day)."""
         await self._on_index(self.index.forget_purges_before, time.time() - 86400)
-        if time.monotonic() - self._bodies_swept_at > UNNAMED_BODY_SWEEP:
+        swept_at = self._bodies_swept_at
+        if swept_at is None or time.monotonic() - swept_at > UNNAMED_BODY_SWEEP:
             await self.sweep_unnamed_bodies()
         if self.index_stale:
             self.index_stale = False

@@ -1,8 +1,9 @@
 """Checking stored entries end to end: the size on open, then the body's SHA-256.
 
-A hit checks only the size (storage.lookup), so bit rot inside a body is found here: by
-`pixcache verify` (`scan`, synchronous) or by the `Scrubber` of a running proxy, which drives
-the same steps from the event loop, one thread call per chunk, at a bounded read rate.
+A hit checks the size, and the SHA-256 only of small bodies (storage.lookup), so bit rot
+inside a larger body is found here: by `pixcache verify` (`scan`, synchronous) or by the
+`Scrubber` of a running proxy, which drives the same steps from the event loop, one thread
+call per chunk, at a bounded read rate.
 
 Whatever is removed is first re-checked by inode: a fill may replace an entry at any moment,
 and the new file must never be deleted for the old one's fault.

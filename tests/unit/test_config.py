@@ -78,6 +78,14 @@ SETTINGS: list[tuple[str, str, str, Any, Any]] = [
     ),
     ("log_format", "console", '"console"', lambda c: c.log_format, "console"),
     ("log_level", "debug", '"debug"', lambda c: c.log_level, "debug"),
+    ("scrub_rate", "0", "0", lambda c: c.scrub_rate, 0),
+    (
+        "verify_on_hit_max_size",
+        "256K",
+        '"256K"',
+        lambda c: c.verify_on_hit_max_size,
+        256 * 1024,
+    ),
 ]
 SETTING_IDS = [s[0] for s in SETTINGS]
 
@@ -417,3 +425,22 @@ def test_invalid_x_accel_redirect_prefix_is_refused(base: dict[str, str], value:
     with pytest.raises(ConfigError) as info:
         build_config({**base, "x_accel_redirect": value}, environ={})
     assert_names(info.value, "x_accel_redirect")
+
+
+def test_integrity_checks_are_on_by_default(base: dict[str, str]) -> None:
+    """Hits checksum bodies up to 1 MiB, and the scrubber re-reads the cache at 4 MiB/s."""
+    config = build_config(base, environ={})
+    assert config.verify_on_hit_max_size == 1 << 20
+    assert config.scrub_rate == 4 << 20
+    assert (
+        build_config({**base, "verify_on_hit_max_size": "0"}, environ={}).verify_on_hit_max_size
+        == 0
+    )
+
+
+@pytest.mark.parametrize("value", ["65M", "1G", "-1", "1.5M", "lots", "true"])
+def test_invalid_verify_on_hit_max_size_is_refused(base: dict[str, str], value: str) -> None:
+    """A checked body is held in memory while it is sent: at most 64M, and a plain size."""
+    with pytest.raises(ConfigError) as info:
+        build_config({**base, "verify_on_hit_max_size": value}, environ={})
+    assert_names(info.value, "verify_on_hit_max_size")

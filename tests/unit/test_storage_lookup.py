@@ -636,9 +636,9 @@ async def test_store_keeps_an_entry_committed_after_the_corrupt_one_was_found(
     await temp.append(new_body)
     real_open_entry = storage.store.open_entry
 
-    def open_then_fill(path: Path) -> OpenEntry | None:
+    def open_then_fill(path: Path, check_max: int = 0) -> OpenEntry | None:
         try:
-            return real_open_entry(path)
+            return real_open_entry(path, check_max)
         finally:
             commit_now(store.layout, path, temp, meta_for(new_body, body_id=temp.body_id))
 
