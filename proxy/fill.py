@@ -6,7 +6,8 @@ The fill runs in a task of its own, so a client that disconnects never cancels i
 the response turns out not to be shareable, it goes to the client that started the fill
 (the leader) alone, and every other waiter fetches for itself. When it is shareable but
 cannot be stored (too large, disk full, I/O error), the clients still get all of it: the
-rest of the body is handed on through a bounded in-memory tail (proxy/tail.py)."""
+rest of the body is handed on through a bounded in-memory tail (proxy/tail.py), and its
+download stops once the last of them has left (invariant 8)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,18 @@ import errno
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import metrics
-from proxy.errors import IncompleteBody, ProxyError
+from proxy.errors import ProxyError
+from proxy.fill_freshen import freshened, read_fd
 from proxy.fill_head import NOT_FORWARDED_ON_FILL, RETRY, FillHead, FillSettings, Stale
 from proxy.guard import ImageRejected
 from proxy.origins.base import Origin, OriginResponse
-from proxy.policy.conditional import updated_headers, validators_for
+from proxy.origins.body_check import BodyLimits
+from proxy.policy.conditional import validators_for
 from proxy.policy.storable import Verdict, may_store
 from proxy.policy.targeted import effective_headers
 from proxy.policy.vary import vary_fields, vary_values
@@ -76,6 +78,8 @@ class Fill:
         self.invalidated = False
         # Called when the fill stops storing: it must then leave the registry.
         self.on_unstored: Callable[[Fill], None] = lambda fill: None
+        self.abandoned = False  # nobody reads the body any more and none of it is stored
+        self._task: asyncio.Task[None] | None = None  # the task running `run`
         self._progress = asyncio.Event()
         self._task_done = False
         self._claimed = False
@@ -102,6 +106,7 @@ class Fill:
 
     # -- the fill itself ---------------------------------------------------------------
     async def run(self, origin: Origin, store: Store, settings: FillSettings) -> None:
+        self._task = asyncio.current_task()
         request_time = time.time()
         fetch_headers = self.fetch_headers
         if self.stale is not None:
@@ -115,7 +120,6 @@ class Fill:
         if response.status == 304 and self.stale is not None:
             return await self._freshen(store, response, settings, request_time, response_time)
         fields = vary_fields(response.headers)
-        max_object_size = settings.max_object_size
         policy_headers = effective_headers(response.headers, settings.targets)
         verdict = may_store("GET", self.request_headers, response.status, policy_headers)
         if self.stale is not None and response.status >= 500 and verdict.ok:
@@ -132,9 +136,6 @@ class Fill:
             vary_values(fields, self.request_headers),
             response.timings,
         )
-        if not verdict.ok:
-            self.head.set_result(head)
-            return await self._hand_to_leader(response)
         body = response.body
         guard = settings.guard
         if guard is not None and guard.enabled:
@@ -144,21 +145,35 @@ class Fill:
             except ProxyError as exc:
                 if isinstance(exc, ImageRejected):
                     metrics.GUARD_REJECTIONS.labels("header").inc()
-                await response.close()  # the rest of a rejected body is never downloaded
+                await response.stop()  # the rest of a rejected body is never downloaded
                 return self._fail(exc)
-            if probe is not None and probe.problem:
+            if probe is not None and probe.problem and verdict.ok:
                 head.stored, head.detail = False, "not-a-valid-image"
                 log.warning("image_not_stored", key=self.key, reason=probe.problem)
+        if not verdict.ok:  # not shareable: it goes to one client, judged all the same
+            self.head.set_result(head)
+            response.body = body
+            return await self._hand_to_leader(response)
         if head.stored:
-            head.detail = self._admit(store, response.content_length, max_object_size)
+            head.detail = self._admit(store, response.content_length, settings.max_object_size)
             head.stored = not head.detail
         if not head.stored:
             self._stop_storing(head.detail)
         self.head.set_result(head)
         try:
-            await self._stream(body, max_object_size)
+            await self._stream(body, settings.max_object_size, response.limits)
         except ProxyError as exc:
-            return self._fail(exc)
+            self._fail(exc)  # first: waiters learn it now, and nothing can cancel us after
+            return await response.stop()
+        except asyncio.CancelledError:
+            if not self.abandoned or self._task is None:
+                raise
+            self._task.uncancel()  # our own stop (see `leave`), not a shutdown
+        if self.abandoned:  # the last reader left a body that will not be stored
+            log.info("fill_abandoned", key=self.key, at_byte=self.tail.end)
+            self.finished = True
+            self._notify()
+            return await response.stop()  # the rest is never downloaded
         if self.temp is not None and guard is not None:
             problem = await guard.decodes_whole(self.temp.path)
             if problem:  # decode mode: a truncated or broken image is never stored
@@ -184,7 +199,9 @@ class Fill:
             return _storage_fault(exc)
         return ""
 
-    async def _stream(self, body: AsyncIterator[bytes], max_object_size: int | None) -> None:
+    async def _stream(
+        self, body: AsyncIterator[bytes], max_object_size: int | None, limits: BodyLimits | None
+    ) -> None:
         async for chunk in body:
             if self.temp is not None:
                 try:
@@ -197,7 +214,16 @@ class Fill:
                         self._stop_storing("too-large")
                     self._notify()
                     continue
-            await self.tail.put(chunk)
+            if not self.tail.readers:
+                self.abandoned = True  # nobody reads it and nothing stores it (invariant 8)
+                return
+            try:
+                # The origin waits while the slowest reader catches up, but not past the
+                # total deadline: a reader that stops reading cannot hold the fill forever.
+                await self.tail.put(chunk, None if limits is None else limits.total_at)
+            except TimeoutError:
+                assert limits is not None
+                raise limits.timeout("total") from None
             self._notify()
 
     def _stop_storing(self, reason: str) -> None:
@@ -253,40 +279,23 @@ class Fill:
         store that, and serve the stored body to every waiter."""
         assert self.stale is not None
         await response.close()
-        old = self.stale.meta
-        headers = updated_headers(CIMultiDict(old.headers), response.headers)
-        if "age" not in response.headers:
-            # The old Age described the old response; the 304 is the newer one.
-            headers = [(n, v) for n, v in headers if n.lower() != "age"]
-        merged = CIMultiDict(headers)
-        policy_headers = effective_headers(merged, settings.targets)
-        verdict = may_store("GET", self.request_headers, old.status, policy_headers)
-        if not verdict.ok:
-            # The 304 made the response private or no-store (RFC 9111 §3): it may be
-            # neither kept nor shared. Drop it; the client that revalidated gets the stored
-            # body with the new headers, every other waiter fetches for itself.
+        head, meta = freshened(
+            self.stale.meta,
+            response,
+            self.request_headers,
+            settings.targets,
+            request_time,
+            response_time,
+        )
+        if meta is None:
+            # Neither kept nor shared: the client that revalidated gets the stored body
+            # with the new headers, every other waiter fetches for itself.
             await store.remove(self.coalesce_key)
-            self.head.set_result(
-                FillHead(
-                    old.status,
-                    CIMultiDictProxy(merged),
-                    old.body_length,
-                    verdict,
-                    old.vary_fields,
-                    old.vary_values,
-                    response.timings,
-                    origin_status=response.status,
-                )
-            )
-            stored_body = OriginResponse(
-                old.status,
-                CIMultiDictProxy(merged),
-                _read_fd(os.dup(self.stale.fd), old.body_length),
-                old.body_length,
-                response.timings,
-            )
-            return await self._hand_to_leader(stored_body)
-        meta = replace(old, headers=headers, request_time=request_time, response_time=response_time)
+            self.head.set_result(head)
+            length = self.stale.meta.body_length
+            body = read_fd(os.dup(self.stale.fd), length)
+            stored = OriginResponse(head.status, head.headers, body, length, response.timings)
+            return await self._hand_to_leader(stored)
         if not self.invalidated:
             try:
                 await store.refresh(self.coalesce_key, meta, self.started)
@@ -294,20 +303,8 @@ class Fill:
             except Exception as exc:  # noqa: BLE001 - the waiters are served all the same
                 log.warning("refresh_failed", key=self.key, error=repr(exc))
         self.read_fd = os.dup(self.stale.fd)
-        self.file_bytes = old.body_length
-        self.head.set_result(
-            FillHead(
-                old.status,
-                CIMultiDictProxy(CIMultiDict(headers)),
-                old.body_length,
-                Verdict(True),
-                old.vary_fields,
-                old.vary_values,
-                response.timings,
-                detail="revalidated",
-                origin_status=response.status,
-            )
-        )
+        self.file_bytes = meta.body_length
+        self.head.set_result(head)
         self.finished = True
         self._notify()
 
@@ -365,8 +362,16 @@ class Fill:
 
     def leave(self, reader: int) -> None:
         self.tail.leave(reader)
-        if self._task_done and not self.tail.readers:
+        if self.tail.readers:
+            return
+        if self._task_done:
             self._release_files()
+        elif self.tail.active and not self.finished:
+            # No reader is left, and none can join a fill that stopped storing (it left
+            # the registry): stop it wherever it waits, for origin bytes or for room.
+            self.abandoned = True
+            if self._task is not None and self._task is not asyncio.current_task():
+                self._task.cancel()
 
     def close(self) -> None:
         """The fill task ended: drop the temp file; the descriptors readers open theirs
@@ -386,23 +391,6 @@ class Fill:
         if self.stale is not None:
             os.close(self.stale.fd)
             self.stale = None
-
-
-async def _read_fd(fd: int, length: int) -> AsyncIterator[bytes]:
-    """A stored body as a stream (closes `fd` at the end)."""
-    loop = asyncio.get_running_loop()
-    try:
-        offset = 0
-        while offset < length:
-            chunk = await loop.run_in_executor(
-                None, os.pread, fd, min(1 << 20, length - offset), offset
-            )
-            if not chunk:
-                raise IncompleteBody("stored body shorter than its length")
-            offset += len(chunk)
-            yield chunk
-    finally:
-        os.close(fd)
 
 
 def _storage_fault(exc: OSError) -> str:

@@ -43,10 +43,13 @@ class Tail:
         self._positions.pop(reader, None)
         self._trim()
 
-    async def put(self, chunk: bytes) -> None:
+    async def put(self, chunk: bytes, deadline: float | None = None) -> None:
+        """Hold `chunk` once the slowest reader is close enough; raises TimeoutError when
+        that has not happened by `deadline` (event loop time; None: wait as long as it takes)."""
         while self._positions and self.end - self._slowest() > LIMIT:
             self._room.clear()
-            await self._room.wait()
+            async with asyncio.timeout_at(deadline):
+                await self._room.wait()
         self._chunks.append(chunk)
         self.end += len(chunk)
         if not self._positions:

@@ -14,7 +14,7 @@ __all__ = ["Origin", "OriginResponse", "make_origin"]
 def make_origin(config: Config) -> Origin:
     if config.origin.scheme == "file":
         assert config.origin.root is not None
-        return FileOrigin(config.origin.root)
+        return FileOrigin(config.origin.root, config.deadlines)
     if config.origin.scheme == "s3":
         return S3Origin(
             config.origin.bucket,

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.origins.body_check import BodyLimits
+
 
 @dataclass
 class OriginResponse:
@@ -23,6 +25,16 @@ class OriginResponse:
     # Seconds spent per stage so far (connect, tls, headers, then body when it ends).
     timings: dict[str, float] = field(default_factory=dict)
     close: Callable[[], Awaitable[None]] = field(default=lambda: _nothing())
+    # The deadlines `body` is read under; whoever waits between chunks (a fill waiting for
+    # its slowest reader) must stop at the total one too. None: nothing more to read.
+    limits: BodyLimits | None = None
+
+    async def stop(self) -> None:
+        """Read nothing more of this body: close its iterator, then the origin response."""
+        aclose = getattr(self.body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await self.close()
 
 
 async def _nothing() -> None:

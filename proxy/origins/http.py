@@ -8,6 +8,9 @@ deadline for the response headers alone, so we time every stage ourselves:
 - read: the longest gap between two body chunks;
 - total: the whole fetch, body included.
 
+The body's two deadlines and its length are checked by proxy/origins/body_check.py, as for
+every origin.
+
 Every exception of aiohttp, ssl and the OS is mapped here, once, to proxy.errors.
 """
 
@@ -17,7 +20,7 @@ import asyncio
 import contextvars
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,8 +31,9 @@ import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import Deadlines
-from proxy.errors import IncompleteBody, OriginTimeout, OriginUnavailable
+from proxy.errors import OriginTimeout, OriginUnavailable
 from proxy.origins.base import OriginResponse
+from proxy.origins.body_check import BodyLimits, checked_body
 from proxy.redact import describe
 
 KEEPALIVE_SECONDS = 4.0
@@ -185,48 +189,26 @@ class HttpOrigin:
             raise OriginUnavailable(
                 "no valid response", stage="headers", origin=self.name, detail=describe(exc)
             ) from exc
+        limits = BodyLimits(self.deadlines.read, deadline, self._timeout)
+        # RFC 9112 §6.3: a response to HEAD, and a 1xx, 204 or 304, ends after its headers
+        # whatever Content-Length says.
+        bodiless = method == "HEAD" or response.status in (204, 304) or response.status < 200
         return OriginResponse(
             status=response.status,
             headers=response.headers,
-            body=self._body(response, clock, deadline),
+            body=checked_body(
+                _chunks(response),
+                limits,
+                expected=None if bodiless else response.content_length,
+                origin=self.name,
+                broken=(aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError),
+                timings=clock.timings,
+            ),
             content_length=response.content_length,
             timings=clock.timings,
             close=_closer(response),
+            limits=limits,
         )
-
-    async def _body(
-        self, response: aiohttp.ClientResponse, clock: _FetchClock, deadline: float
-    ) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        received = 0
-        complete = False
-        try:
-            while True:
-                gap_end = loop.time() + self.deadlines.read
-                stage = "read" if gap_end < deadline else "total"
-                try:
-                    async with asyncio.timeout_at(min(gap_end, deadline)):
-                        chunk = await response.content.readany()
-                except TimeoutError:
-                    raise self._timeout(stage) from None
-                if not chunk:
-                    complete = True
-                    break
-                received += len(chunk)
-                yield chunk
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, OSError) as exc:
-            raise IncompleteBody(
-                f"body broken after {received} bytes", origin=self.name, detail=describe(exc)
-            ) from exc
-        finally:
-            # A connection whose body was not read to its end cannot be reused.
-            response.release() if complete else response.close()
-        expected = response.content_length
-        if expected is not None and received != expected:
-            raise IncompleteBody(
-                f"body ended after {received} of {expected} bytes", origin=self.name
-            )
-        clock.lap("body")
 
     def _timeout(self, stage: str) -> OriginTimeout:
         seconds = {
@@ -246,6 +228,18 @@ class HttpOrigin:
 def _reason(error: OSError) -> str:
     """An OS error in words, without the address it names (that goes to the log only)."""
     return (error.strerror or type(error).__name__).lower()
+
+
+async def _chunks(response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, None]:
+    """The body as aiohttp buffers it (deadlines and length: proxy/origins/body_check.py)."""
+    ended = False
+    try:
+        while chunk := await response.content.readany():
+            yield chunk
+        ended = True
+    finally:
+        # A connection whose body was not read to its end cannot be reused.
+        response.release() if ended else response.close()
 
 
 def _closer(response: aiohttp.ClientResponse) -> Any:

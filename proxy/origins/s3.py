@@ -3,8 +3,9 @@ with the same five deadlines as the HTTP origin, each failing on its own:
 
 - connect, tls and headers: a stage clock moved by our connector (proxy/origins/s3_stages.py)
   reschedules one asyncio timeout around the S3 call;
-- read: each body chunk is read under its own timeout;
-- total: one deadline around everything, every retry and the body included.
+- read: the gap before each body chunk, and
+- total: one deadline around everything, every retry and the body included; the body's
+  deadlines and length are checked by proxy/origins/body_check.py, as for every origin.
 
 A stage that runs out cancels the call, so botocore never retries it; its own retries
 (standard mode, MAX_ATTEMPTS in all) cover throttling, 5xx and broken connections, inside the
@@ -18,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -47,8 +47,9 @@ from botocore.exceptions import (
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Deadlines
-from proxy.errors import IncompleteBody, OriginTimeout, OriginUnavailable
+from proxy.errors import OriginTimeout, OriginUnavailable
 from proxy.origins.base import OriginResponse, text_response
+from proxy.origins.body_check import BodyLimits, checked_body
 from proxy.origins.s3_stages import (
     StageClock,
     StagedSession,
@@ -246,13 +247,32 @@ class S3Origin:
         if method == "HEAD":
             return OriginResponse(200, out, _empty(), result.get("ContentLength"), clock.timings)
         stream = result["Body"]
+        limits = BodyLimits(self.deadlines.read, deadline, lambda stage: self._timeout(stage, key))
+        # botocore checks the length (and a checksum S3 sent) at the end of `read` too; a
+        # mismatch is an IncompleteBody, never a complete-looking body.
+        body = checked_body(
+            _chunks(stream),
+            limits,
+            expected=result.get("ContentLength"),
+            origin=self.name,
+            broken=(
+                IncompleteReadError,
+                ResponseStreamingError,
+                FlexibleChecksumError,
+                aiohttp.ClientError,
+                OSError,
+            ),
+            what=f"body of {key!r}",
+            timings=clock.timings,
+        )
         return OriginResponse(
             status=200,
             headers=out,
-            body=self._body(stream, key, result.get("ContentLength"), clock, deadline),
+            body=body,
             content_length=result.get("ContentLength"),
             timings=clock.timings,
             close=_closer(stream),
+            limits=limits,
         )
 
     def _object_headers(self, result: dict[str, Any]) -> CIMultiDictProxy[str]:
@@ -319,48 +339,6 @@ class S3Origin:
             return S3Unavailable("cannot connect", describe(exc), stage="connect", **where)
         return S3Unavailable("no valid response", describe(exc), stage="headers", **where)
 
-    async def _body(
-        self, stream: Any, key: str, expected: int | None, clock: StageClock, deadline: float
-    ) -> AsyncIterator[bytes]:
-        """The object's bytes as they arrive, each chunk under the between-bytes deadline
-        and all under the total one. botocore checks the length (and a checksum S3 sent)
-        at the end; a mismatch is an IncompleteBody, never a complete-looking body."""
-        started = time.monotonic()
-        received = 0
-        complete = False
-        try:
-            while True:
-                gap_end = _loop_time() + self.deadlines.read
-                stage = "read" if gap_end < deadline else "total"
-                try:
-                    async with asyncio.timeout_at(min(gap_end, deadline)):
-                        chunk = await stream.read(CHUNK)
-                except TimeoutError:
-                    raise self._timeout(stage, key) from None
-                if not chunk:
-                    complete = True
-                    break
-                received += len(chunk)
-                yield chunk
-        except (
-            IncompleteReadError,
-            ResponseStreamingError,
-            FlexibleChecksumError,
-            aiohttp.ClientError,
-            OSError,
-        ) as exc:
-            raise IncompleteBody(
-                f"body of {key!r} broken after {received} bytes: {exc}", origin=self.name
-            ) from exc
-        finally:
-            if not complete:  # a connection whose body was not read to its end is not reused
-                stream.close()
-        if expected is not None and received != expected:
-            raise IncompleteBody(
-                f"body of {key!r} ended after {received} of {expected} bytes", origin=self.name
-            )
-        clock.timings["body"] = round(time.monotonic() - started, 6)
-
     def _timeout(self, stage: str, key: str) -> S3Timeout:
         seconds = stage_seconds(self.deadlines, stage)
         return S3Timeout(stage, seconds, origin=self.name, bucket=self.bucket, key=key)
@@ -391,6 +369,18 @@ def _conditions(headers: CIMultiDict[str]) -> dict[str, Any]:
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # an async generator that yields nothing
+
+
+async def _chunks(stream: Any) -> AsyncGenerator[bytes, None]:
+    """The object's bytes as botocore reads them (deadlines and length: body_check.py)."""
+    ended = False
+    try:
+        while chunk := await stream.read(CHUNK):
+            yield chunk
+        ended = True
+    finally:
+        if not ended:  # a connection whose body was not read to its end is not reused
+            stream.close()
 
 
 def _closer(stream: Any) -> Any:
