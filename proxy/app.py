@@ -86,6 +86,8 @@ def build_app(config: Config, store: Store) -> web.Application:
             max_pixels=config.max_image_pixels,
             max_frames=config.max_image_frames,
             refuse_invalid=config.refuse_invalid_images,
+            probe_bytes=config.image_probe_bytes,
+            probe_seconds=config.image_probe_seconds,
         )
     )
     settings = FillSettings(config.max_object_size, config.targeted_fields, guard)

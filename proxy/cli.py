@@ -53,6 +53,10 @@ HELP = {
     "max_image_frames": "most animation frames (default 100)",
     "refuse_invalid_images": "answer 422 for a body that claims to be an image and is not "
     "(default false: serve it, never store it)",
+    "image_probe_bytes": "most bytes of a body held back until the image guard has judged "
+    "it; an image whose header is not within them gets 422 (default 1M; at most 64M)",
+    "image_probe_seconds": "longest a body is held back until the image guard has judged "
+    "it; past that, 422 (default 5)",
     "max_fills": "origin fills in flight at once (default 64)",
     "fill_queue": "fills that may wait for a slot; past that, 503 (default 256)",
     "max_rss": "resident memory above which new fills get 503, e.g. 2G (default: none)",

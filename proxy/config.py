@@ -89,6 +89,8 @@ class Config:
     max_image_pixels: int = 50_000_000
     max_image_frames: int = 100
     refuse_invalid_images: bool = False
+    image_probe_bytes: int = 1 << 20  # most bytes held back until a body is judged
+    image_probe_seconds: float = 5.0  # longest a body is held back until it is judged
     max_fills: int = 64  # origin fills in flight at once
     fill_queue: int = 256  # fills waiting for a slot; past that, 503
     max_rss: int | None = None  # above this resident size, new fills get 503
@@ -157,6 +159,20 @@ def _hit_check_size(setting: str, raw: Any) -> int:
         raise ConfigError(
             setting,
             f"must be at most 64M (a checked body is held in memory while sent), got {raw!r}",
+        )
+    return value
+
+
+# The image guard holds this much of a body in memory per fill while it waits to judge it.
+MAX_IMAGE_PROBE_BYTES = 64 << 20
+
+
+def _probe_size(setting: str, raw: Any) -> int:
+    value = _positive_bytes(setting, raw)
+    if value > MAX_IMAGE_PROBE_BYTES:
+        raise ConfigError(
+            setting,
+            f"must be at most 64M (held in memory per fill until judged), got {raw!r}",
         )
     return value
 
@@ -354,6 +370,8 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_image_pixels": _count(1, 1 << 40),
     "max_image_frames": _count(1, 100_000),
     "refuse_invalid_images": _flag,
+    "image_probe_bytes": _probe_size,
+    "image_probe_seconds": _positive_seconds,
     "max_fills": _count(1, 100_000),
     "fill_queue": _count(0, 1_000_000),
     "max_rss": _positive_bytes,

@@ -1,10 +1,15 @@
-"""The image guard: before any byte of an image reaches a client or the disk, libvips reads
-its header (sequential access, header only, nothing decoded) from the first bytes; images
-over the pixel, dimension or frame limits are refused with 422 and the rest of the body is
-never downloaded. Optionally, a whole image is decoded before its entry is committed.
+"""The image guard: before any byte of a body reaches a client or the disk, libvips
+identifies what its bytes are and, for an image, reads its header (sequential access,
+header only, nothing decoded) from the first bytes; images over the pixel, dimension or
+frame limits are refused with 422 and the rest of the body is never downloaded. An image
+the guard cannot clear within its look-ahead (`probe_bytes`, `probe_seconds`) is refused
+the same way: it never passes unjudged. Optionally, a whole image is decoded before its
+entry is committed.
 
 Decompression bombs, pixel floods and truncated images are what takes image services down
-and what caches go on serving for days; this is where pixcache stops them."""
+and what caches go on serving for days; this is where pixcache stops them. The declared
+Content-Type is never trusted: a PNG labelled image/jpeg is judged as the PNG it is, and an
+image labelled text/plain is judged all the same."""
 
 from __future__ import annotations
 
@@ -16,29 +21,20 @@ from pathlib import Path
 
 import pyvips
 
+from proxy import metrics
 from proxy.errors import ProxyError
+from proxy.frame_scan import FrameScan, scan_for
+from proxy.image_kind import MORE, identify
 
-# Magic numbers of the formats libvips reads, and the Content-Type each implies.
-_MAGIC: list[tuple[int, bytes, str]] = [
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (8, b"WEBP", "image/webp"),
-    (4, b"ftypavif", "image/avif"),
-    (4, b"ftypavis", "image/avif"),
-    (4, b"ftypheic", "image/heic"),
-    (4, b"ftypmif1", "image/heif"),
-    (0, b"II*\x00", "image/tiff"),
-    (0, b"MM\x00*", "image/tiff"),
-    (0, b"BM", "image/bmp"),
-]
-# How many leading bytes the magic numbers need.
-SNIFF_BYTES = 16
+# The first look at a body: every magic number libvips' loaders test is within its first
+# 12 bytes (HEIF's brand). Each further look waits until the held bytes have doubled, so a
+# body sent one byte at a time costs a few looks (log2 of the look-ahead), not one per byte.
+FIRST_LOOK = 16
 
 
 class ImageRejected(ProxyError):
-    """Over a limit: 422, with the reason; nothing stored, the rest never downloaded."""
+    """Over a limit, or not judged within the look-ahead: 422, with the reason; nothing
+    stored, the rest never downloaded."""
 
     status = 422
     event = "image_rejected"
@@ -52,33 +48,64 @@ class GuardLimits:
     max_pixels: int = 50_000_000  # per frame, as imgproxy's default
     max_frames: int = 100
     probe_bytes: int = 1 << 20  # most bytes held back while waiting for a readable header
-    probe_seconds: float = 5.0
-    refuse_invalid: bool = False  # refuse (422) what claims to be an image and is not
+    probe_seconds: float = 5.0  # longest a body is held back before it is judged
+    refuse_invalid: bool = False  # refuse (422) a body labelled image/* that is no image
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What the header probe found. `problem` is set when the body is not a readable
-    image of its declared type (it is then not stored)."""
+    """What the header probe found: the format its bytes are (libvips' loader name) and
+    its size. `problem` is set for a body labelled as an image whose bytes are no image
+    (it is then not stored)."""
 
     width: int = 0
     height: int = 0
     frames: int = 1
     problem: str = ""
+    kind: str = ""
 
 
-def sniff(head: bytes) -> str | None:
-    """The image type the first bytes announce, if any."""
-    for offset, magic, kind in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            return kind
-    return None
+@dataclass(frozen=True)
+class Look:
+    """One look at the held bytes: `decided` once the body is known to be an image within
+    the limits (`probe`) or no image at all (`probe` None). `scan` goes on counting the
+    frames of a GIF or WebP through the rest of the body."""
+
+    decided: bool
+    probe: Probe | None = None
+    scan: FrameScan | None = None
 
 
-def _same_family(declared: str, sniffed: str) -> bool:
-    aliases = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/heif": "image/heic"}
-    d, s = aliases.get(declared, declared), aliases.get(sniffed, sniffed)
-    return d == s or {d, s} <= {"image/heic", "image/avif"}
+UNDECIDED = Look(decided=False)
+
+
+def look(data: bytes, complete: bool, limits: GuardLimits) -> Look:
+    """Judge the first bytes of a body (all of it when `complete`). Raises ImageRejected
+    for an image over a limit, or one whose header is unreadable though complete."""
+    kind = identify(data, complete)
+    if kind is MORE:
+        return UNDECIDED
+    if kind is None:
+        return Look(decided=True)
+    scan = scan_for(kind)
+    if scan is not None:
+        scan.feed(data)
+    image = read_header(data)
+    if image is not None:
+        width, height, frames = image_size(image)
+    elif complete:
+        raise ImageRejected(f"body is a {kind} image whose header cannot be read")
+    elif kind == "webp" and scan is not None and scan.canvas_known:
+        # libvips reads a WebP only whole; its canvas is in the first 30 bytes (RFC 9649
+        # §2.7) and its frames are counted as they stream.
+        width = height = frames = 0
+    else:
+        return UNDECIDED
+    if scan is not None:  # frames seen so far, and any frame that reaches past the canvas
+        width, height = max(width, scan.width), max(height, scan.height)
+        frames = max(frames, scan.frames)
+    check_size(width, height, frames, limits)
+    return Look(True, Probe(width, height, frames, kind=kind), scan)
 
 
 def read_header(data: bytes) -> pyvips.Image | None:
@@ -89,13 +116,15 @@ def read_header(data: bytes) -> pyvips.Image | None:
         return None
 
 
-def check_limits(image: pyvips.Image, limits: GuardLimits) -> Probe:
+def image_size(image: pyvips.Image) -> tuple[int, int, int]:
+    """Width, height of one frame, and frames, as libvips reads them."""
     fields = image.get_fields()
     frames = image.get("n-pages") if "n-pages" in fields else 1
-    width, height = image.width, image.height
-    if "page-height" in fields:
-        height = image.get("page-height")
-    probe = Probe(width, height, frames)
+    height = image.get("page-height") if "page-height" in fields else image.height
+    return image.width, height, frames
+
+
+def check_size(width: int, height: int, frames: int, limits: GuardLimits) -> None:
     if width > limits.max_width or height > limits.max_height:
         raise ImageRejected(
             f"image is {width}x{height}, over {limits.max_width}x{limits.max_height}"
@@ -104,7 +133,6 @@ def check_limits(image: pyvips.Image, limits: GuardLimits) -> Probe:
         raise ImageRejected(f"image has {width * height} pixels, over {limits.max_pixels}")
     if frames > limits.max_frames:
         raise ImageRejected(f"image has {frames} frames, over {limits.max_frames}")
-    return probe
 
 
 class Guard:
@@ -122,50 +150,54 @@ class Guard:
     async def inspect(
         self, content_type: str, body: AsyncIterator[bytes]
     ) -> tuple[Probe | None, AsyncIterator[bytes]]:
-        """Hold the first bytes of a body until its header can be judged.
+        """Hold the first bytes of a body until they are judged.
 
-        Returns the probe (None when the body is not an image) and an iterator over the
-        whole body, held bytes first. Raises ImageRejected for a body over a limit, or
-        (with refuse_invalid) one that claims to be an image and is not a readable one."""
+        Returns the probe (None when the body is no image) and an iterator over the whole
+        body, held bytes first. Raises ImageRejected for an image over a limit, for a body
+        not judged within the look-ahead, and (with refuse_invalid) for a body labelled
+        image/* whose bytes are no image."""
         held: list[bytes] = []
-        size = 0
-        declared = content_type.split(";")[0].strip().lower()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.probe_seconds
-        probe: Probe | None = None
-        async for chunk in body:
-            held.append(chunk)
-            size += len(chunk)
-            if size < SNIFF_BYTES and not declared.startswith("image/"):
-                continue
-            data = b"".join(held)
-            sniffed = sniff(data)
-            if not declared.startswith("image/") and sniffed is None:
-                break  # not an image: nothing to hold back
-            if sniffed is None or (
-                declared.startswith("image/") and not _same_family(declared, sniffed)
-            ):
-                if declared.startswith("image/") and "svg" not in declared:
-                    probe = Probe(problem=f"body is not {declared}")
-                break
-            image = await self._read_header(data, deadline)
-            if image is not None:
-                probe = check_limits(image, self.limits)
-                break
-            if size >= self.limits.probe_bytes or loop.time() >= deadline:
-                probe = Probe(problem="image header unreadable")
-                break
-        if probe is not None and probe.problem and self.limits.refuse_invalid:
-            raise ImageRejected(probe.problem)
-        return probe, _chain(held, body)
-
-    async def _read_header(self, data: bytes, deadline: float) -> pyvips.Image | None:
-        loop = asyncio.get_running_loop()
+        seconds = self.limits.probe_seconds
         try:
-            async with asyncio.timeout_at(deadline):
-                return await loop.run_in_executor(self._probe_pool, read_header, data)
+            async with asyncio.timeout(seconds):
+                found = await self._look_ahead(body, held)
         except TimeoutError:
-            return None
+            raise ImageRejected(f"body not judged within {seconds:g} s") from None
+        if found.probe is not None:
+            if found.scan is not None:
+                return found.probe, _watched(held, body, found.scan, self.limits)
+            return found.probe, _chain(held, body)
+        declared = content_type.split(";")[0].strip().lower()
+        if not declared.startswith("image/"):
+            return None, _chain(held, body)
+        if self.limits.refuse_invalid:
+            raise ImageRejected(f"body is not an image, though labelled {declared}")
+        return Probe(problem="body is not an image"), _chain(held, body)
+
+    async def _look_ahead(self, body: AsyncIterator[bytes], held: list[bytes]) -> Look:
+        loop = asyncio.get_running_loop()
+        size, next_look, complete = 0, FIRST_LOOK, False
+        while True:
+            try:
+                chunk = await anext(body)
+            except StopAsyncIteration:
+                complete = True
+            else:
+                held.append(chunk)
+                size += len(chunk)
+                if size < next_look:
+                    continue
+            data = b"".join(held)
+            held[:] = [data] if data else []
+            # The look-ahead is exact: nothing past its first `probe_bytes` is looked at.
+            ahead = self.limits.probe_bytes
+            judged, whole = (data, complete) if size <= ahead else (data[:ahead], False)
+            found = await loop.run_in_executor(self._probe_pool, look, judged, whole, self.limits)
+            if found.decided or whole:
+                return found
+            if size >= ahead:
+                raise ImageRejected(f"image header not within the first {ahead} bytes")
+            next_look = min(2 * size, ahead)
 
     async def decodes_whole(self, path: Path) -> str:
         """Decode mode: '' if the file decodes completely, else the reason it does not
@@ -198,3 +230,27 @@ async def _chain(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
         yield chunk
     async for chunk in rest:
         yield chunk
+
+
+async def _watched(
+    held: list[bytes], rest: AsyncIterator[bytes], scan: FrameScan, limits: GuardLimits
+) -> AsyncIterator[bytes]:
+    """The body, every frame past the held bytes counted as it streams. The response has
+    begun by then, so a frame over a limit cuts it (the client sees an aborted body) and
+    nothing is stored; the rest is never downloaded."""
+    for chunk in held:
+        yield chunk
+    try:
+        async for chunk in rest:
+            if not scan.done:
+                scan.feed(chunk)
+                try:
+                    check_size(scan.width, scan.height, scan.frames, limits)
+                except ImageRejected:
+                    metrics.GUARD_REJECTIONS.labels("stream").inc()
+                    raise
+            yield chunk
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()

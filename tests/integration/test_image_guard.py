@@ -3,10 +3,24 @@ before a single body byte reaches the client; broken or fake images are never st
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
+import aiohttp
 import pytest
 import pyvips
+from aiohttp import web
 
-from tests.fake_origin import FakeOrigin, Obj
+from proxy.frame_scan import scan_for
+from tests.crafted_images import (
+    animation,
+    jpeg_with_app_segments,
+    png_header_bomb,
+    sample,
+    svg,
+    tiff_bomb,
+)
+from tests.fake_origin import CHUNK_SIZE, FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import MakeProxy, cache_status
 
 FRESH = {"Cache-Control": "max-age=600"}
@@ -104,10 +118,11 @@ async def test_header_mode_stores_a_truncated_png_whose_header_reads(
     origin: FakeOrigin, make_proxy: MakeProxy
 ) -> None:
     """Only decode mode can tell a cut image by its pixels; header mode checks headers."""
-    png = pyvips.Image.black(300, 300).cast("uchar").write_to_buffer(".png")
-    origin.add(
-        "/cut.png", Obj(body=png[: len(png) // 2], headers={**FRESH, "Content-Type": "image/png"})
-    )
+    # Noise, so the pixel data is large and half the file holds everything before it.
+    png = pyvips.Image.gaussnoise(300, 300, seed=1).cast("uchar").write_to_buffer(".png")
+    cut = png[: len(png) // 2]
+    assert pyvips.Image.new_from_buffer(cut, "", access="sequential").width == 300
+    origin.add("/cut.png", Obj(body=cut, headers={**FRESH, "Content-Type": "image/png"}))
     header_only = await make_proxy(origin.url)
     resp, _ = await header_only.get("/cut.png")
     assert "stored" in cache_status(resp)
@@ -139,3 +154,231 @@ async def test_guard_off_passes_everything(
     proxy = await make_proxy(origin.url, verify_images="off")
     resp, body = await proxy.get("/bomb.png")
     assert resp.status == 200 and body == png_bomb
+
+
+# -- the format is what the bytes are; nothing passes unjudged ----------------------------
+
+
+class StreamingOrigin:
+    """A real aiohttp origin on loopback serving one body 64 KiB at a time, which records
+    how many bytes it wrote and whether the client closed the connection before the end."""
+
+    def __init__(self, head: bytes, filler: int, content_type: str) -> None:
+        self.head, self.filler, self.content_type = head, filler, content_type
+        self.length = len(head) + filler
+        self.sent = 0
+        self.completed = False
+        self.ended = asyncio.Event()
+        self._runner: web.ServerRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> StreamingOrigin:
+        server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        self._runner = web.ServerRunner(server, shutdown_timeout=0.25)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        headers = {**FRESH, "Content-Type": self.content_type}
+        resp = web.StreamResponse(headers=headers)
+        resp.content_length = self.length
+        await resp.prepare(request)
+        try:
+            for chunk in self._chunks():
+                await resp.write(chunk)  # waits for the socket to drain
+                self.sent += len(chunk)
+            await resp.write_eof()
+            self.completed = True
+        except ConnectionResetError:
+            pass  # the client is gone; so is the rest of the body
+        finally:
+            self.ended.set()
+        return resp
+
+    def _chunks(self) -> Iterator[bytes]:
+        yield self.head
+        for offset in range(0, self.filler, CHUNK_SIZE):
+            yield pattern_bytes(min(CHUNK_SIZE, self.filler - offset), seed=3, offset=offset)
+
+
+async def test_png_bomb_labelled_jpeg_is_refused_before_any_byte_and_the_origin_cut_off(
+    make_proxy: MakeProxy,
+) -> None:
+    bomb = png_header_bomb(60000, 60000)
+    assert len(bomb) < 1000
+    # 64 MiB follow the bomb: more than any socket buffer holds, so the origin can only
+    # finish if pixcache reads them all.
+    async with StreamingOrigin(bomb, 64 << 20, "image/jpeg") as origin:
+        proxy = await make_proxy(origin.url)
+        resp, body = await proxy.get("/bomb.jpg")
+        assert resp.status == 422
+        assert b"60000x60000" in body and b"PNG" not in body
+        assert "image_rejected" in cache_status(resp)
+        assert proxy.entry_files() == [] and proxy.temp_files() == []
+        await asyncio.wait_for(origin.ended.wait(), 30)
+        assert not origin.completed and origin.sent < origin.length
+
+
+async def test_jpeg_whose_frame_header_is_past_the_look_ahead_is_refused(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    """The frame header (SOF) and the scan header after it must be within the first
+    --image-probe-bytes (1 MiB): past them the image is refused, not passed unjudged."""
+    late = jpeg_with_app_segments(sample("gradient.jpg"), (1 << 20) + 1)
+    origin.add("/late.jpg", Obj(body=late, headers={**FRESH, "Content-Type": "image/jpeg"}))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/late.jpg")
+    assert resp.status == 422 and b"not within the first 1048576 bytes" in body
+    assert proxy.entry_files() == []
+    resp, _ = await proxy.get("/late.jpg")
+    assert resp.status == 422 and origin.hits["/late.jpg"] == 2
+    # Within a larger look-ahead it is an ordinary 320x240 JPEG.
+    roomy = await make_proxy(origin.url, image_probe_bytes="2M")
+    resp, body = await roomy.get("/late.jpg")
+    assert resp.status == 200 and body == late and "stored" in cache_status(resp)
+
+
+async def test_jpeg_with_large_segments_inside_the_look_ahead_is_judged_and_stored(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    padded = jpeg_with_app_segments(sample("gradient.jpg"), 600_000)
+    origin.add("/padded.jpg", Obj(body=padded, headers={**FRESH, "Content-Type": "image/jpeg"}))
+    proxy = await make_proxy(origin.url, max_image_width="319")
+    resp, body = await proxy.get("/padded.jpg")
+    assert resp.status == 422 and b"320x240" in body  # its header was read, past 600 KB
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/padded.jpg")
+    assert resp.status == 200 and body == padded and "stored" in cache_status(resp)
+
+
+@pytest.mark.parametrize("name", ["gradient.jpg", "gradient.png", "gradient-small.webp"])
+@pytest.mark.parametrize("label", ["declared", "image/jpeg", "application/octet-stream"])
+async def test_every_sample_passes_unchanged_whatever_its_label(
+    origin: FakeOrigin, make_proxy: MakeProxy, name: str, label: str
+) -> None:
+    image = sample(name)
+    declared = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+    content_type = declared[name.rpartition(".")[2]] if label == "declared" else label
+    origin.add("/" + name, Obj(body=image, headers={**FRESH, "Content-Type": content_type}))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/" + name)
+    assert resp.status == 200 and body == image and "stored" in cache_status(resp)
+    assert resp.headers["Content-Type"] == content_type
+
+
+@pytest.mark.parametrize(
+    "image",
+    [sample("gradient.jpg"), sample("gradient-small.webp"), png_header_bomb(60000, 60000)],
+    ids=["jpeg", "webp", "png-bomb"],
+)
+async def test_an_image_sent_one_byte_at_a_time_is_judged_the_same(
+    origin: FakeOrigin, make_proxy: MakeProxy, image: bytes
+) -> None:
+    headers = {**FRESH, "Content-Type": "image/jpeg"}
+    origin.add("/slow", Obj(body=image, headers=headers, mode="trickle", trickle_interval=0))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/slow")
+    if image.startswith(b"\x89PNG"):
+        assert resp.status == 422 and proxy.entry_files() == []
+    else:
+        assert resp.status == 200 and body == image and "stored" in cache_status(resp)
+
+
+async def test_an_image_not_judged_within_the_probe_seconds_is_refused(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    # The origin sends the first half (APP segments only), then stalls for 30 s.
+    late = jpeg_with_app_segments(sample("gradient.jpg"), 300_000)
+    headers = {**FRESH, "Content-Type": "image/jpeg"}
+    origin.add("/stall.jpg", Obj(body=late, headers=headers, mode="pause"))
+    proxy = await make_proxy(origin.url, image_probe_seconds="0.5")
+    resp, body = await proxy.get("/stall.jpg")
+    assert resp.status == 422 and b"not judged within 0.5 s" in body
+    assert proxy.entry_files() == [] and proxy.temp_files() == []
+
+
+@pytest.mark.parametrize(
+    ("image", "content_type", "reason"),
+    [
+        (svg(100000, 100000), "text/plain", b"100000x100000"),
+        (svg(100000, 100000, prolog='<!DOCTYPE svg [<!ENTITY a "]><p>">]>'), "image/svg+xml",
+         b"100000x100000"),
+        (tiff_bomb(100000, 100000), "image/png", b"100000x100000"),
+        (tiff_bomb(100000, 100000, directory_at=2 << 20), "image/tiff", b"not within"),
+    ],
+    ids=["svg-as-text", "svg-behind-a-doctype", "tiff-as-png", "tiff-directory-at-the-end"],
+)  # fmt: skip
+async def test_svg_and_tiff_bombs_are_refused_whatever_their_label(
+    origin: FakeOrigin, make_proxy: MakeProxy, image: bytes, content_type: str, reason: bytes
+) -> None:
+    origin.add("/x", Obj(body=image, headers={**FRESH, "Content-Type": content_type}))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/x")
+    assert resp.status == 422 and reason in body
+    assert proxy.entry_files() == []
+
+
+@pytest.mark.parametrize(
+    ("page", "content_type"),
+    [
+        (b'<!DOCTYPE html>\n<html><body><svg width="100000" height="100000"></svg></body></html>',
+         "text/html"),
+        (b'{"icon": "<svg width=\\"100000\\" height=\\"100000\\"/>"}', "application/json"),
+        (b"plain words, " * 20_000, "text/plain"),
+    ],
+    ids=["html-with-inline-svg", "json", "long-text"],
+)  # fmt: skip
+async def test_text_bodies_pass_unchanged_and_are_stored(
+    origin: FakeOrigin, make_proxy: MakeProxy, page: bytes, content_type: str
+) -> None:
+    origin.add("/page", Obj(body=page, headers={**FRESH, "Content-Type": content_type}))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/page")
+    assert resp.status == 200 and body == page and "stored" in cache_status(resp)
+
+
+@pytest.mark.parametrize(("fmt", "side"), [(".gif", 128), (".webp", 220)])
+async def test_frames_past_the_first_look_are_counted_as_they_stream(
+    origin: FakeOrigin, make_proxy: MakeProxy, fmt: str, side: int
+) -> None:
+    """GIF and WebP give no frame count up front: an animation with few frames in its
+    first bytes and many after them is cut off at the frame over the limit."""
+    frames = animation(40, side, noise=True, fmt=fmt)
+    early = scan_for(fmt[1:])
+    assert early is not None
+    early.feed(frames[: 2 * CHUNK_SIZE])
+    assert early.frames < 10  # what a header probe of the first bytes would have seen
+    headers = {**FRESH, "Content-Type": "image/" + fmt[1:]}
+    origin.add("/anim", Obj(body=frames, headers=headers, chunk_interval=0.02))
+    proxy = await make_proxy(origin.url, max_image_frames="10")
+    async with proxy.client.get(proxy.url + "/anim") as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert proxy.entry_files() == []
+    relaxed = await make_proxy(origin.url, max_image_frames="40")
+    resp, body = await relaxed.get("/anim")
+    assert resp.status == 200 and body == frames and "stored" in cache_status(resp)
+    assert origin.hits["/anim"] == 2
+
+
+@pytest.mark.parametrize("cache_control", ["private", "no-store"])
+async def test_responses_that_are_not_shareable_are_judged_too(
+    origin: FakeOrigin, make_proxy: MakeProxy, cache_control: str
+) -> None:
+    headers = {"Cache-Control": cache_control, "Content-Type": "image/jpeg"}
+    origin.add("/bomb", Obj(body=png_header_bomb(60000, 60000), headers=headers))
+    origin.add("/ok.jpg", Obj(body=sample("gradient.jpg"), headers=headers))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/bomb")
+    assert resp.status == 422 and b"60000x60000" in body
+    resp, body = await proxy.get("/ok.jpg")
+    assert resp.status == 200 and body == sample("gradient.jpg")
+    assert proxy.entry_files() == []

@@ -79,6 +79,8 @@ SETTINGS: list[tuple[str, str, str, Any, Any]] = [
     ("log_format", "console", '"console"', lambda c: c.log_format, "console"),
     ("log_level", "debug", '"debug"', lambda c: c.log_level, "debug"),
     ("scrub_rate", "0", "0", lambda c: c.scrub_rate, 0),
+    ("image_probe_bytes", "4M", '"4M"', lambda c: c.image_probe_bytes, 4 << 20),
+    ("image_probe_seconds", "0.5", "0.5", lambda c: c.image_probe_seconds, 0.5),
     (
         "verify_on_hit_max_size",
         "256K",
@@ -352,6 +354,24 @@ def test_choices_are_case_insensitive(
 
 @pytest.mark.parametrize(("name", "value"), [("log_format", "xml"), ("log_level", "trace")])
 def test_invalid_choices_are_refused(base: dict[str, str], name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config({**base, name: value}, environ={})
+    assert_names(info.value, name)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("image_probe_bytes", "0"),
+        ("image_probe_bytes", "65M"),
+        ("image_probe_bytes", "lots"),
+        ("image_probe_seconds", "0"),
+        ("image_probe_seconds", "-1"),
+    ],
+)
+def test_invalid_image_probe_limits_are_refused(
+    base: dict[str, str], name: str, value: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         build_config({**base, name: value}, environ={})
     assert_names(info.value, name)
