@@ -47,6 +47,10 @@ class EntryMeta:
     vary_id: str = ""
     # Names the body file; set by the store when it commits the body.
     body_id: str = ""
+    # zlib.crc32 of the body, set by the store when it commits the body: what a hit checks,
+    # at three times the speed of SHA-256 (bit rot, not an attacker, is what a hit looks
+    # for). None in heads written before it existed: a hit checks the SHA-256 instead.
+    crc32: int | None = None
 
     def encode(self) -> bytes:
         meta = json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=True).encode()
@@ -58,8 +62,9 @@ class EntryMeta:
         of the wrong shape is as corrupt as one that is not JSON at all."""
         try:
             data = json.loads(raw)
-            if set(_typed(data, dict)) != _FIELD_NAMES:
+            if not _FIELD_NAMES - _OPTIONAL_FIELDS <= set(_typed(data, dict)) <= _FIELD_NAMES:
                 raise KeyError(f"fields {sorted(data)}")
+            crc32 = data.get("crc32")
             meta = cls(
                 key=_typed(data["key"], str),
                 status=_typed(data["status"], int),
@@ -79,11 +84,14 @@ class EntryMeta:
                 is_vary_marker=_typed(data["is_vary_marker"], bool),
                 vary_id=_typed(data["vary_id"], str),
                 body_id=_typed(data["body_id"], str),
+                crc32=None if crc32 is None else _typed(crc32, int),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CorruptEntry(f"unreadable metadata: {exc!r}") from exc
         if meta.body_length < 0:
             raise CorruptEntry("negative body length")
+        if meta.crc32 is not None and not 0 <= meta.crc32 < 1 << 32:
+            raise CorruptEntry(f"unreadable metadata: crc32 {meta.crc32}")
         if not BODY_ID.fullmatch(meta.body_id):
             raise CorruptEntry(f"unreadable metadata: body id {meta.body_id!r}")
         return meta
@@ -98,6 +106,8 @@ def new_body_id() -> str:
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(EntryMeta))
+# Fields that heads written by earlier versions lack.
+_OPTIONAL_FIELDS = frozenset({"crc32"})
 
 
 def _typed(value: Any, kind: Any) -> Any:

@@ -1,14 +1,16 @@
 """Opening an entry for a hit: every blocking syscall in one call, run in a thread.
 
-A body up to a configured size is also read whole and checked against its stored SHA-256 in
-that same call, and the hit sends those very bytes: what was checked is what the client gets,
-even if the file rots a moment later. Larger bodies go by sendfile with their size checked
-only (the scrubber and `pixcache verify` check their bytes)."""
+A body up to a configured size is also read whole and checked against its stored CRC-32
+(the SHA-256 for heads written without one) in that same call, and the hit sends those very
+bytes: what was checked is what the client gets, even if the file rots a moment later.
+Larger bodies go by sendfile with their size checked only (the scrubber and `pixcache
+verify` check their bytes, by SHA-256)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +73,7 @@ def read_head(path: Path) -> tuple[EntryMeta, FileId] | None:
 
 def open_entry(path: Path, check_max: int = 0) -> OpenEntry | None:
     """Read the head at `path`, open the body it names, check the body's size; read a body
-    of at most `check_max` bytes whole and check its SHA-256 (0: never). None when there is
+    of at most `check_max` bytes whole and check its checksum (0: never). None when there is
     no entry (or it was removed meanwhile).
 
     Raises CorruptEntry when the head is not a complete head, or its body is missing, not
@@ -104,20 +106,21 @@ def open_entry(path: Path, check_max: int = 0) -> OpenEntry | None:
 
 
 def read_checked(fd: int, meta: EntryMeta, head_id: FileId) -> bytes:
-    """The whole body of `fd`, in one read, if it hashes to the metadata's SHA-256. Runs in
-    the lookup's thread call: hashlib releases the GIL, so the event loop goes on meanwhile.
-    Raises CorruptEntry otherwise."""
+    """The whole body of `fd`, in one read, if it matches the metadata's CRC-32 (or, for a
+    head without one, its SHA-256). Runs in the lookup's thread call: zlib and hashlib
+    release the GIL, so the event loop goes on meanwhile. Raises CorruptEntry otherwise."""
     data = os.pread(fd, meta.body_length, 0)
     while len(data) < meta.body_length:  # a regular file reads whole unless cut meanwhile
         more = os.pread(fd, meta.body_length - len(data), len(data))
         if not more:
             raise _corrupt(f"body ends at byte {len(data)} of {meta.body_length}", head_id)
         data += more
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != meta.sha256:
-        reason = (
-            f"checksum mismatch: body hashes to {actual[:16]}..., head says {meta.sha256[:16]}..."
-        )
+    if meta.crc32 is not None:
+        actual, expected = f"{zlib.crc32(data):08x}", f"{meta.crc32:08x}"
+    else:
+        actual, expected = hashlib.sha256(data).hexdigest(), meta.sha256
+    if actual != expected:
+        reason = f"checksum mismatch: body sums to {actual[:16]}, head says {expected[:16]}"
         raise _corrupt(reason, head_id)
     return data
 

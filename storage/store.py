@@ -30,7 +30,7 @@ log = structlog.get_logger("pixcache.storage")
 FREE_SPACE_TTL = 1.0
 # How often upkeep looks for bodies no head names (they are removed once an hour old).
 UNNAMED_BODY_SWEEP = 600.0
-# Bodies up to this size are read whole and checked against their SHA-256 on every hit.
+# Bodies up to this size are read whole and checked against their checksum on every hit.
 CHECK_ON_HIT_MAX = 1 << 20
 
 
@@ -157,7 +157,7 @@ class Store:
         caller discards the temp file."""
         if started and await self.purged_since(meta, started):
             raise PurgedMeanwhile(meta.key)
-        meta = replace(meta, body_id=temp.body_id)
+        meta = replace(meta, body_id=temp.body_id, crc32=temp.crc32)
         target = plan.primary
         vary_id = plan.marker_id
         if meta.vary_fields:
@@ -181,6 +181,7 @@ class Store:
                 is_vary_marker=True,
                 vary_id=vary_id,
                 body_id=marker.body_id,
+                crc32=marker.crc32,
             )
             try:
                 await marker.commit(marker_meta, self.layout.entry_path(plan.primary))
@@ -199,10 +200,10 @@ class Store:
         await self._indexed(key_hash, meta)
 
     async def purge(self, key_hashes: list[str]) -> int:
-        """Remove these entries (files and index rows); returns how many there were."""
-        await self._unlink(key_hashes)
+        """Remove these entries (files and index rows); returns how many were on disk."""
+        removed = await self._unlink(key_hashes)
         await self._on_index(self.index.remove, key_hashes)
-        return len(key_hashes)
+        return removed
 
     async def keys_under(self, prefix: str) -> list[str]:
         return await self._on_index(self.index.keys_under, prefix)
@@ -227,9 +228,11 @@ class Store:
     async def keys_tagged(self, tag: str) -> list[str]:
         return await self._on_index(self.index.keys_tagged, tag)
 
-    async def remove(self, key_hash: str) -> None:
-        await self._unlink([key_hash])
+    async def remove(self, key_hash: str) -> bool:
+        """Remove one entry; True if it was on disk."""
+        removed = await self._unlink([key_hash])
         await self.forget(key_hash)
+        return removed > 0
 
     async def forget(self, key_hash: str) -> None:
         """Drop the index row of an entry that is gone (removed as corrupt, say)."""
@@ -350,9 +353,9 @@ class Store:
             self.on_evict(len(key_hashes), why)
             log.info("evicted", count=len(key_hashes), why=why)
 
-    async def _unlink(self, key_hashes: list[str]) -> None:
+    async def _unlink(self, key_hashes: list[str]) -> int:
         paths = [self.layout.entry_path(k) for k in key_hashes]
-        await asyncio.get_running_loop().run_in_executor(None, _unlink_all, paths)
+        return await asyncio.get_running_loop().run_in_executor(None, _unlink_all, paths)
 
     def _free_bytes(self, *, fresh: bool = False) -> int:
         checked, free = self._free
@@ -374,6 +377,6 @@ def _remove_unnamed_bodies(layout: Layout) -> int:
     return sum(1 for orphan in iter_unnamed_bodies(layout) if not orphan.keep and orphan.remove())
 
 
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        remove_entry(path)
+def _unlink_all(paths: list[Path]) -> int:
+    """Remove these entries; returns how many there were."""
+    return sum(remove_entry(path) for path in paths)

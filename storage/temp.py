@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import uuid
+import zlib
 from pathlib import Path
 
 from storage.commit import CommitRefused, StagedFile
@@ -26,6 +27,7 @@ class TempBody:
         self.body_id = new_body_id()  # the name its body file gets when committed
         self.written = 0
         self._hash = hashlib.sha256()
+        self._crc32 = 0  # zlib.crc32 of what was written so far
         self._closed = False
 
     @classmethod
@@ -44,10 +46,15 @@ class TempBody:
     def _write_and_hash(self, chunk: bytes) -> None:
         write_all(self.fd, chunk)
         self._hash.update(chunk)
+        self._crc32 = zlib.crc32(chunk, self._crc32)
 
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
+
+    @property
+    def crc32(self) -> int:
+        return self._crc32
 
     def dup_fd(self) -> int:
         """A descriptor of the file that stays valid after rename, unlink or close()."""
@@ -61,6 +68,8 @@ class TempBody:
             self.body_id,
         ):
             raise CommitRefused("metadata does not describe the bytes written")
+        if meta.crc32 is not None and meta.crc32 != self.crc32:
+            raise CommitRefused("metadata does not describe the bytes written (crc32)")
         body_path = Layout.of_entry(head_path).body_path(head_path.name, self.body_id)
         body = StagedFile(self.fd, self.path, body_path, self.written)
         await asyncio.get_running_loop().run_in_executor(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -111,6 +112,7 @@ class BodyCheck:
         self._chunk = chunk
         self._offset = 0
         self._hash = hashlib.sha256()
+        self._crc32 = 0
         if meta.body_length == 0:  # a Vary marker: nothing to read, sha256(b"") to match
             self._finish_hash()
 
@@ -131,6 +133,7 @@ class BodyCheck:
             self._finish(Problem.SIZE_MISMATCH, f"file ends at body byte {self._offset}")
             return
         self._hash.update(data)
+        self._crc32 = zlib.crc32(data, self._crc32)
         self._offset += len(data)
         self.bytes_read += len(data)
         if self._offset == self._meta.body_length:
@@ -138,11 +141,16 @@ class BodyCheck:
 
     def _finish_hash(self) -> None:
         actual = self._hash.hexdigest()
-        if actual == self._meta.sha256:
-            self._finish(None, "")
-        else:
+        crc32 = self._meta.crc32
+        if actual != self._meta.sha256:
             detail = f"body hashes to {actual[:16]}..., metadata says {self._meta.sha256[:16]}..."
             self._finish(Problem.CHECKSUM_MISMATCH, detail)
+        elif crc32 is not None and self._crc32 != crc32:
+            # What a hit checks: an entry every hit would refuse is corrupt here too.
+            detail = f"body's CRC-32 is {self._crc32:08x}, metadata says {crc32:08x}"
+            self._finish(Problem.CHECKSUM_MISMATCH, detail)
+        else:
+            self._finish(None, "")
 
     def _finish(self, problem: Problem | None, detail: str) -> None:
         self.result = EntryCheck(self.path, self._size, problem, detail, self.file_id)

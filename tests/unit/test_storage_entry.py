@@ -225,3 +225,22 @@ def test_parse_footer_accepts_a_consistent_footer(
 def test_parse_footer_refuses_bad_footers(data: bytes, file_size: int) -> None:
     with pytest.raises(CorruptEntry):
         parse_footer(data, file_size)
+
+
+@pytest.mark.parametrize("crc32", [0, 1, 0xFFFFFFFF, None])
+def test_crc32_round_trips(crc32: int | None) -> None:
+    meta = make_meta(crc32=crc32)
+    assert EntryMeta.decode(meta.encode()[: -FOOTER.size]) == meta
+
+
+def test_a_head_written_before_crc32_existed_is_read() -> None:
+    """Older heads lack the field: they decode, and hits check their SHA-256 instead."""
+    decoded = EntryMeta.decode(with_fields(crc32=...))
+    assert decoded.crc32 is None
+    assert decoded == make_meta()
+
+
+@pytest.mark.parametrize("value", ["1", True, 1.0, -1, 1 << 32, [1]])
+def test_decode_refuses_a_crc32_that_is_not_32_bits(value: object) -> None:
+    with pytest.raises(CorruptEntry):
+        EntryMeta.decode(with_fields(crc32=value))

@@ -1,12 +1,15 @@
 """The hit's checksum check: open_entry reads a body of at most `check_max` bytes whole and
-hands back the bytes it checked; a body whose bytes no longer match its SHA-256 is corrupt,
-and Store.open removes it (head and body) and reports a miss."""
+hands back the bytes it checked; a body whose bytes no longer match its CRC-32 (or, in a head
+written before heads had one, its SHA-256) is corrupt, and Store.open removes it (head and
+body) and reports a miss."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import zlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,9 +17,11 @@ import pytest
 from storage.entry import CorruptEntry
 from storage.fileid import FileId
 from storage.layout import Layout, primary_key_hash
-from storage.lookup import OpenEntry, open_entry
-from storage.store import CHECK_ON_HIT_MAX, Store
-from tests.entries import body_of, commit
+from storage.lookup import OpenEntry, open_entry, read_head
+from storage.store import CHECK_ON_HIT_MAX, Store, VaryPlan
+from storage.temp import TempBody
+from storage.verify import Problem, verify_entry
+from tests.entries import body_of, meta_for
 
 BODY = os.urandom(50 * 1024)
 
@@ -42,15 +47,33 @@ def layout(tmp_path: Path) -> Layout:
     return layout
 
 
-def committed(layout: Layout, body: bytes = BODY) -> Path:
-    return asyncio.run(commit(layout, body))
+# Heads carry a CRC-32 since the hit check; older heads have only the SHA-256.
+SUMS = ["crc32", "sha256 only"]
 
 
+def committed(layout: Layout, body: bytes = BODY, sums: str = "crc32") -> Path:
+    """A committed entry as a fill writes it, with or without a CRC-32 in its head."""
+
+    async def write() -> Path:
+        temp = TempBody.create(layout.tmp)
+        try:
+            await temp.append(body)
+            crc32 = temp.crc32 if sums == "crc32" else None
+            head = layout.entry_path(primary_key_hash("/a.png"))
+            await temp.commit(replace(meta_for(temp), crc32=crc32), head)
+            return head
+        finally:
+            temp.discard()
+
+    return asyncio.run(write())
+
+
+@pytest.mark.parametrize("sums", SUMS)
 @pytest.mark.parametrize("check_max", [len(BODY), len(BODY) + 1, CHECK_ON_HIT_MAX])
 def test_a_body_within_the_limit_comes_with_its_checked_bytes(
-    layout: Layout, check_max: int
+    layout: Layout, check_max: int, sums: str
 ) -> None:
-    entry = opened(committed(layout), check_max)
+    entry = opened(committed(layout, sums=sums), check_max)
     try:
         assert entry.checked == BODY
         assert entry.source == BODY  # what a hit sends
@@ -77,9 +100,10 @@ def test_an_empty_body_needs_no_read(layout: Layout) -> None:
         os.close(entry.fd)
 
 
+@pytest.mark.parametrize("sums", SUMS)
 @pytest.mark.parametrize("at", [0, len(BODY) // 2, len(BODY) - 1])
-def test_a_flipped_bit_is_corrupt_and_names_the_head(layout: Layout, at: int) -> None:
-    head = committed(layout)
+def test_a_flipped_bit_is_corrupt_and_names_the_head(layout: Layout, at: int, sums: str) -> None:
+    head = committed(layout, sums=sums)
     flip_bit(body_of(head), at)
     fds_before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(CorruptEntry) as caught:
@@ -110,11 +134,43 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     store.close()
 
 
+async def store_commit(store: Store, key_hash: str, body: bytes) -> Path:
+    temp = store.begin()
+    try:
+        await temp.append(body)
+        await store.commit(temp, meta_for(temp), VaryPlan(key_hash))
+    finally:
+        temp.discard()
+    return store.layout.entry_path(key_hash)
+
+
+async def test_the_store_records_the_crc32_of_what_it_commits(store: Store) -> None:
+    head = await store_commit(store, "cd" * 32, BODY)
+    found = read_head(head)
+    assert found is not None
+    assert found[0].crc32 == zlib.crc32(BODY)
+
+
 async def test_store_open_removes_a_rotten_entry_and_reports_a_miss(store: Store) -> None:
     assert store.check_on_hit_max == CHECK_ON_HIT_MAX  # on unless configured off
-    head = await commit(store.layout, BODY)
+    key_hash = "cd" * 32
+    head = await store_commit(store, key_hash, BODY)
     body = body_of(head)
     flip_bit(body, 1234)
-    assert await store.open(primary_key_hash("/a.png")) is None
+    assert await store.open(key_hash) is None
     assert store.corrupt_found == 1
     assert not head.exists() and not body.exists()
+
+
+def test_verify_refuses_what_a_hit_would_refuse(layout: Layout) -> None:
+    """A head whose CRC-32 does not match its body (its SHA-256 does) is corrupt for
+    `pixcache verify` and the scrubber as well as for a hit."""
+    head = committed(layout)
+    found = read_head(head)
+    assert found is not None
+    wrong = replace(found[0], crc32=(zlib.crc32(BODY) + 1) % (1 << 32))
+    head.write_bytes(wrong.encode())
+    with pytest.raises(CorruptEntry):
+        open_entry(head, len(BODY))
+    check = verify_entry(head)
+    assert check.problem is Problem.CHECKSUM_MISMATCH
