@@ -51,8 +51,7 @@ def _authorized(token: str | None):  # noqa: ANN202 - an aiohttp middleware
 
     @web.middleware
     async def check(request: web.Request, handler):  # noqa: ANN001, ANN202
-        given = request.headers.get("Authorization", "").encode()
-        if expected is not None and not hmac.compare_digest(given, expected):
+        if expected is not None and not hmac.compare_digest(_authorization(request), expected):
             log.warning("admin_call", path=request.path, outcome="unauthorized")
             return web.json_response(
                 {"error": "missing or wrong bearer token"},
@@ -64,6 +63,14 @@ def _authorized(token: str | None):  # noqa: ANN202 - an aiohttp middleware
         return response
 
     return check
+
+
+def _authorization(request: web.Request) -> bytes:
+    """The Authorization field's octets as received: a value may hold any octets (obs-text,
+    RFC 9110 §5.5), which must be refused like any wrong token, not fail to encode. Sent
+    more than once, it is no one token (RFC 9110 §5.3), and matches nothing."""
+    values = [value for name, value in request.raw_headers if name.lower() == b"authorization"]
+    return values[0] if len(values) == 1 else b""
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -92,18 +99,30 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
+    """Figures for the whole instance: entries and bytes from the shared index; with
+    several workers, the rest from the samples they share (as /metrics sums them), since
+    whichever worker answers only saw its own requests."""
     store, fills = request.app[STORE], request.app[FILLS]
-    hits = metrics.counter_value(metrics.REQUESTS, cache="hit")
-    total = metrics.counter_value(metrics.REQUESTS)
+    if metrics.across_workers():
+        samples = metrics.instance_samples()
+        hits = metrics.sample_total(samples, "pixcache_requests_total", cache="hit")
+        total = metrics.sample_total(samples, "pixcache_requests_total")
+        in_flight = metrics.sample_total(samples, "pixcache_fills_in_flight")
+        evictions = metrics.sample_total(samples, "pixcache_evictions_total")
+        corrupt = metrics.sample_total(samples, "pixcache_corrupt_entries_total")
+    else:
+        hits = metrics.counter_value(metrics.REQUESTS, cache="hit")
+        total = metrics.counter_value(metrics.REQUESTS)
+        in_flight, evictions, corrupt = len(fills.in_flight), store.evicted, store.corrupt_found
     return web.json_response(
         {
             "entries": await store.entry_count(),
             "bytes": await store.total_size(),
             "hit_ratio": round(hits / total, 4) if total else None,
-            "requests": total,
-            "fills_in_flight": len(fills.in_flight),
-            "evictions": store.evicted,
-            "corrupt_entries_found": store.corrupt_found,
+            "requests": int(total),
+            "fills_in_flight": int(in_flight),
+            "evictions": int(evictions),
+            "corrupt_entries_found": int(corrupt),
         }
     )
 
@@ -147,8 +166,7 @@ async def _mark_stale(store: Store, keys: list[str], targets: tuple[str, ...]) -
     for key in keys:
         lock = store.key_lock(key)
         if not lock.try_acquire():
-            await store.remove(key)
-            marked += 1
+            marked += await store.remove(key)
             continue
         try:
             marked += await _mark_one_stale(store, key, targets)

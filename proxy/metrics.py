@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -12,6 +13,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.samples import Sample
 
 STORAGE_ERRORS = Counter(
     "pixcache_storage_errors_total",
@@ -45,6 +47,12 @@ ORIGIN_ERRORS = Counter(
 BYTES_SERVED = Counter(
     "pixcache_body_bytes_total", "Body bytes sent to clients, by where they came from", ["source"]
 )
+CLIENT_CLOSES = Counter(
+    "pixcache_client_connections_closed_total",
+    "Client connections pixcache closed: header timeout, head too large, replaced by a new "
+    "connection at the limit, or refused at the limit",
+    ["why"],
+)
 COALESCED = Counter("pixcache_coalesced_waiters_total", "Requests that joined a fill in flight")
 # multiprocess_mode says how the workers' values combine (ignored with one process).
 FILLS_IN_FLIGHT = Gauge(
@@ -60,16 +68,39 @@ CACHE_ENTRIES = Gauge(
 )
 
 
-def scrape() -> bytes:
-    """The text exposition of every metric: of all workers when they share a directory
-    (prometheus-client's multiprocess mode, set up by the command line), else of this
-    process."""
+def across_workers() -> bool:
+    """Whether worker processes share their samples (prometheus-client's multiprocess mode,
+    set up by the command line when there are several)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _instance_registry() -> CollectorRegistry:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
-        return generate_latest()
+        return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
-    return generate_latest(registry)
+    return registry
+
+
+def scrape() -> bytes:
+    """The text exposition of every metric: of all workers when they share a directory,
+    else of this process."""
+    return generate_latest(_instance_registry())
+
+
+def instance_samples() -> list[Sample]:
+    """Every sample of the instance: all workers' combined as a scrape combines them."""
+    return [sample for family in _instance_registry().collect() for sample in family.samples]
+
+
+def sample_total(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels match `labels`."""
+    return sum(
+        sample.value
+        for sample in samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def process_died(pid: int) -> None:
