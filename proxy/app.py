@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -15,6 +16,7 @@ from multidict import CIMultiDict
 from proxy import metrics
 from proxy.admin import build_admin_app
 from proxy.config import Config
+from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits, plan_connections
 from proxy.fill import FillSettings
 from proxy.fills import Fills
 from proxy.guard import Guard, GuardLimits
@@ -188,17 +190,27 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         signal.SIGHUP, lambda: log.info("sighup", reloaded="nothing; restart to change settings")
     )
     app = build_app(config, store)
+    limits = client_limits(config)
     # On SIGTERM: stop accepting, let requests in flight finish within the grace, then
     # cancel unfinished fills (their temp files are removed) and exit 0.
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_grace
+    runner = LimitedRunner(
+        app,
+        limits,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=config.shutdown_grace,
     )
     await runner.setup()
     site = web.TCPSite(
         runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port, backlog=1024
     )
     await site.start()
-    admin_runner = web.AppRunner(build_admin(config, app), access_log=None, handle_signals=False)
+    admin_runner = LimitedRunner(
+        build_admin(config, app),
+        replace(limits, max_connections=ADMIN_MAX_CONNECTIONS),
+        access_log=None,
+        handle_signals=False,
+    )
     await admin_runner.setup()
     admin_site = web.TCPSite(
         admin_runner,
@@ -226,6 +238,9 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
 
 
 def run(config: Config, store: Store) -> None:
+    """Serve, in this process or in worker processes. Raises ConfigError when the
+    connection limit does not fit the open-files limit."""
+    config = replace(config, max_connections=plan_connections(config))
     if config.workers > 1:
         from proxy.workers import run_workers
 

@@ -72,6 +72,15 @@ HELP = {
     "unkeyed_request_fields": "request fields a shared fill never forwards, comma-separated "
     "(default: X-Forwarded-Host, X-Original-URL, X-Rewrite-URL, Forwarded, "
     "X-HTTP-Method-Override and their kin; empty: forward them all)",
+    "client_header_timeout": "seconds a client has to send a whole request head; then 408 "
+    "(default 10)",
+    "client_idle_timeout": "seconds a keep-alive client connection may wait for its next "
+    "request (default 60)",
+    "max_header_size": "largest request head (request line and fields), e.g. 64K; larger "
+    "gets 431 (default 64K)",
+    "max_header_fields": "most header fields in a request; more gets 431 (default 100)",
+    "max_connections": "client connections per worker; past it the longest-idle one is "
+    "closed, or 503 if none is idle (default 1000, lowered to fit ulimit -n)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",
     "log_level": "debug, info, warning or error",
 }
@@ -106,6 +115,9 @@ def _start(config: Config, store: Store) -> int:
 
     try:
         run(config, store)
+    except ConfigError as exc:
+        print(f"pixcache: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"pixcache: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -106,6 +106,11 @@ class Config:
     # of the cache key: a shared fill never forwards them, so one client cannot shape what
     # every other client then receives (cache poisoning).
     unkeyed_request_fields: frozenset[str] = frozenset(DEFAULT_UNKEYED_REQUEST_FIELDS)
+    client_header_timeout: float = 10.0  # seconds a client has for a whole request head
+    client_idle_timeout: float = 60.0  # seconds a keep-alive connection may sit idle
+    max_header_size: int = 64 * 1024  # bytes of a request head; past that, 431
+    max_header_fields: int = 100  # header fields in a request head; past that, 431
+    max_connections: int | None = None  # client connections per worker; None: 1000 or what fits
 
     @property
     def targeted_fields(self) -> tuple[str, ...]:
@@ -175,6 +180,16 @@ def _probe_size(setting: str, raw: Any) -> int:
             f"must be at most 64M (held in memory per fill until judged), got {raw!r}",
         )
     return value
+
+
+def _bytes_between(low: int, high: int) -> Callable[[str, Any], int]:
+    def parse(setting: str, raw: Any) -> int:
+        value = _bytes(setting, raw)
+        if not low <= value <= high:
+            raise ConfigError(setting, f"must be from {low} to {high} bytes, got {raw!r}")
+        return value
+
+    return parse
 
 
 def _non_negative_seconds(setting: str, raw: Any) -> float:
@@ -381,6 +396,11 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "shutdown_grace": _non_negative_seconds,
     "x_accel_redirect": _uri_prefix,
     "unkeyed_request_fields": _field_names,
+    "client_header_timeout": _positive_seconds,
+    "client_idle_timeout": _positive_seconds,
+    "max_header_size": _bytes_between(1024, 1 << 20),
+    "max_header_fields": _count(1, 10_000),
+    "max_connections": _count(1, 1_000_000),
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }
