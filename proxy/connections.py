@@ -33,7 +33,8 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
@@ -279,6 +280,7 @@ class ClientConnection(RequestHandler):
         parsed_before = self._request_count
         super().data_received(data)
         if self._request_count > parsed_before:
+            self._refuse_faulty_framing(self._request_count - parsed_before)
             # A head was parsed (or refused by the parser). Bytes of a pipelined head after
             # it in this read are counted from the next read on: at most one read more.
             self._body = self._messages[-1][1] if self._messages else None
@@ -324,8 +326,11 @@ class ClientConnection(RequestHandler):
         if self.transport is not None and self.waiting_for_request():
             self._answer_and_linger(status)
             return
-        # Requests before this one (pipelined) are still being answered: this answer goes
-        # out after theirs, through aiohttp's own error path, which closes at once.
+        self._queue_refusal(status, why)
+
+    def _queue_refusal(self, status: int, why: str) -> None:
+        """Requests before this one (pipelined) are still being answered: this answer goes
+        out after theirs, through aiohttp's own error path, which closes at once."""
         if self.transport is not None:
             self.transport.pause_reading()
         error = HttpProcessingError(code=status, message=REFUSAL_BODIES[status])
@@ -333,6 +338,32 @@ class ClientConnection(RequestHandler):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _refuse_faulty_framing(self, parsed: int) -> None:
+        """RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing,
+        whatever else it says, and the connection closes after it. Where its body ends is
+        not known, so it is answered 400 (as nginx does) and nothing after it is read: not
+        its body, not the requests pipelined behind it."""
+        new = list(self._messages)[-parsed:]
+        for index, (message, _) in enumerate(new):
+            if (
+                isinstance(message, RawRequestMessage)
+                and message.version < HttpVersion11
+                and hdrs.TRANSFER_ENCODING in message.headers
+            ):
+                for _ in range(len(new) - index):
+                    self._messages.pop()
+                self._refused = True
+                self._cancel_head_timer()
+                metrics.CLIENT_CLOSES.labels("faulty-framing").inc()
+                log.info(
+                    "client_request_refused",
+                    status=400,
+                    reason="HTTP/1.0 with Transfer-Encoding",
+                    peer=str(self.peername),
+                )
+                self._queue_refusal(400, "faulty-framing")
+                return
 
     def _answer_and_linger(self, status: int) -> None:
         """RFC 9112 §9.6: closing at once while the client is still sending would reset the

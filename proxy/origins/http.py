@@ -34,6 +34,7 @@ from proxy.config import Deadlines
 from proxy.errors import OriginTimeout, OriginUnavailable
 from proxy.origins.base import OriginResponse
 from proxy.origins.body_check import BodyLimits, checked_body
+from proxy.origins.pool import IdleGuardedConnector
 from proxy.redact import describe
 
 KEEPALIVE_SECONDS = 4.0
@@ -63,7 +64,7 @@ class _FetchClock:
 _clock: contextvars.ContextVar[_FetchClock] = contextvars.ContextVar("pixcache_fetch_clock")
 
 
-class _StagedConnector(aiohttp.TCPConnector):
+class _StagedConnector(IdleGuardedConnector):
     """A connector that gives the TCP connect and the TLS handshake a deadline each."""
 
     async def _wrap_create_connection(  # type: ignore[override]
@@ -189,10 +190,18 @@ class HttpOrigin:
             raise OriginUnavailable(
                 "no valid response", stage="headers", origin=self.name, detail=describe(exc)
             ) from exc
+        if response.status == 101:
+            # RFC 9110 §15.2.2: 101 only answers a request that asked to upgrade, and ours
+            # never do; what follows on the connection is not HTTP. (aiohttp reads past
+            # the other 1xx to the final response itself.)
+            response.close()
+            raise OriginUnavailable(
+                "the origin switched protocols unasked", stage="headers", origin=self.name
+            )
         limits = BodyLimits(self.deadlines.read, deadline, self._timeout)
-        # RFC 9112 §6.3: a response to HEAD, and a 1xx, 204 or 304, ends after its headers
+        # RFC 9112 §6.3: a response to HEAD, and a 204 or 304, ends after its headers
         # whatever Content-Length says.
-        bodiless = method == "HEAD" or response.status in (204, 304) or response.status < 200
+        bodiless = method == "HEAD" or response.status in (204, 304)
         return OriginResponse(
             status=response.status,
             headers=response.headers,
@@ -237,6 +246,10 @@ async def _chunks(response: aiohttp.ClientResponse) -> AsyncGenerator[bytes, Non
         while chunk := await response.content.readany():
             yield chunk
         ended = True
+    except RuntimeError as exc:
+        # aiohttp's own word for "the connection closed under this read", as when its
+        # parser refused the rest of a chunked body.
+        raise aiohttp.ClientPayloadError("connection closed inside the body") from exc
     finally:
         # A connection whose body was not read to its end cannot be reused.
         response.release() if ended else response.close()

@@ -34,6 +34,7 @@ import aiohttp
 from aiobotocore.httpsession import AIOHTTPSession, _ProxySSLTCPConnector
 
 from proxy.config import Deadlines
+from proxy.origins.pool import IdleGuardedConnector
 
 if not hasattr(AIOHTTPSession, "_create_connector"):  # pragma: no cover - packaging guard
     raise ImportError("pixcache's S3 origin needs aiobotocore >= 3.8 (AIOHTTPSession hooks)")
@@ -86,7 +87,7 @@ def between_attempts(**_: Any) -> None:
         clock.enter(None)
 
 
-class StagedConnector(_ProxySSLTCPConnector):
+class StagedConnector(IdleGuardedConnector, _ProxySSLTCPConnector):
     """aiobotocore's connector, moving the stage clock at connect, TLS and ready. aiohttp's
     `sock_connect` timeout is not applied here (ours are)."""
 

@@ -1,0 +1,93 @@
+"""Pooled origin connections that never carry bytes from one exchange into the next.
+
+An HTTP/1.1 server sends nothing on a connection that has no request outstanding (RFC 9112
+§9.3: responses answer requests in order). aiohttp's protocol keeps parsing while its
+connection sits idle in the pool, so a response the origin sent unasked (or bytes beyond a
+body's Content-Length, arriving late) would be read as the answer to the next request on
+that connection: another URL's bytes, stored under this URL's key. A connection that
+receives anything while idle is closed instead, and never leaves the pool again.
+
+Bytes the event loop has not read yet are looked for too: a pooled connection is peeked at
+(without reading) when a request takes it, and one with bytes waiting, or closed by the
+origin, is dropped for the next; and again in the same step that writes a bodiless
+request, so on loopback nothing sent before the request can pass for its answer. Bytes
+that arrive after the request has been sent cannot be told apart from its answer; no
+HTTP/1.1 client can.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from typing import Any
+
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import TCPConnector
+
+
+class _IdleGuardedProtocol(ResponseHandler):
+    idle = False  # in the pool, between two exchanges
+    reused = False  # has been in the pool
+
+    def set_response_params(self, **kwargs: Any) -> None:
+        # aiohttp calls this when a request takes the connection, before it is sent.
+        self.idle = False
+        super().set_response_params(**kwargs)
+
+    def start_timeout(self) -> None:
+        # aiohttp calls this just before it writes a request without a body, with no
+        # await in between: bytes already here were sent before the request existed. The
+        # request then fails (502) rather than take them for its answer.
+        if self.reused and not _quiet(self):
+            self.force_close()
+            if self.transport is not None:
+                self.transport.close()
+        super().start_timeout()
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle and data:
+            self.force_close()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        super().data_received(data)
+
+
+def _quiet(protocol: ResponseHandler) -> bool:
+    """True when nothing (no byte, no FIN) waits unread on a plain TCP connection. TLS
+    connections are left to data_received: the TLS layer may hold records of its own."""
+    transport = protocol.transport
+    if transport is None or transport.get_extra_info("sslcontext") is not None:
+        return transport is not None
+    fd = transport.get_extra_info("socket").fileno()
+    peek = socket.socket(fileno=fd)  # borrowed: detached below, never closed here
+    try:
+        return not peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        peek.detach()
+
+
+class IdleGuardedConnector(TCPConnector):
+    """A TCPConnector whose idle connections are closed on the first unasked byte. Mixed
+    into the HTTP and S3 origins' connectors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._factory = functools.partial(_IdleGuardedProtocol, loop=self._loop)
+
+    async def _get(self, key: Any, traces: Any) -> Any:
+        while (connection := await super()._get(key, traces)) is not None:
+            if _quiet(connection.protocol):
+                return connection
+            connection.protocol.force_close()
+            connection.close()  # and try the next pooled connection
+        return None
+
+    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
+        super()._release(key, protocol, should_close=should_close)
+        if protocol.is_connected():  # kept in the pool
+            protocol.idle = protocol.reused = True

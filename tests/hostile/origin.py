@@ -1,0 +1,181 @@
+"""A hostile origin on a raw asyncio TCP server: it answers canonical paths correctly, /o/N
+with origin case N (malformed framing, garbage status lines, huge or injected headers, early
+closes, unasked responses, pixel floods), and /u/N like an origin that builds its answer from
+unkeyed request fields. It records what reached it that never should have."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from collections import Counter
+
+from tests.hostile.canon import ORIGIN_PATH_FIELD, SMUGGLED_PATH, canon_response
+from tests.hostile.origin_cases import OriginCase, origin_case, origin_number
+from tests.hostile.parse import Malformed, Message, read_request
+from tests.hostile.vocab import UNKEYED_NAMES
+
+UNKEYED_PREFIX = "/u/"
+
+
+def clean_body(path: str) -> bytes:
+    return f"clean answer for {path}\n".encode()
+
+
+def poisoned_body(path: str) -> bytes:
+    return f"EVIL answer for {path}, built from an unkeyed field\n".encode()
+
+
+def path_of(target: str) -> str:
+    return target.split("?", 1)[0]
+
+
+class Trap:
+    """A loopback port that appears in targets, Host and Location fields: pixcache never takes
+    the origin from a request or follows a redirect, so nothing may ever connect here."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def _request_waiting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    """Bytes of a next request already read into the stream, or waiting in the kernel."""
+    if reader._buffer:  # noqa: SLF001 - a test origin may look at its own buffer
+        return True
+    peek = socket.socket(fileno=writer.get_extra_info("socket").fileno())
+    try:
+        return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+    finally:
+        peek.detach()
+
+
+class HostileOrigin:
+    def __init__(self, seed: str, trap_port: int) -> None:
+        self.seed = seed
+        self.trap_port = trap_port
+        self.port = 0
+        self.served: Counter[str] = Counter()  # origin cases answered, by kind
+        self.hostile_served = 0
+        self.requests = 0
+        self.unkeyed_seen = 0  # requests that arrived with an unkeyed field
+        self.findings: list[str] = []
+        self.unasked_withheld = 0  # unasked responses not sent: a request was waiting
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - lives as long as the run
+    def case(self, number: int) -> OriginCase:
+        return origin_case(self.seed, number, self.trap_port)
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, limit=1 << 20)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _finding(self, text: str) -> None:
+        if len(self.findings) < 1000:
+            self.findings.append(text)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    request = await read_request(reader)
+                except Malformed as exc:
+                    self._finding(f"origin received a malformed request: {exc}")
+                    return
+                if request is None or not request.complete:
+                    return  # closed, or closed inside a body: the sender gave the request up
+                self.requests += 1
+                self._inspect(request)
+                if await self._answer(request, reader, writer):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def _inspect(self, request: Message) -> None:
+        """What must never reach an origin (invariants 6 and 7)."""
+        if SMUGGLED_PATH in request.target:
+            self._finding(
+                f"a request smuggled inside another reached the origin: {request.start!r}"
+            )
+        hosts = request.all("host")
+        if hosts != [f"127.0.0.1:{self.port}"]:
+            self._finding(f"the origin received Host {hosts!r}, not its configured address")
+        if request.method in ("GET", "HEAD") and request.body:
+            # An origin that ignores GET content reads these bytes as its next request.
+            self._finding(
+                f"{request.method} {request.target} reached the origin with "
+                f"{len(request.body)} bytes of content: {request.body[:60]!r}"
+            )
+        if any(name in UNKEYED_NAMES for name, _ in request.fields):
+            self.unkeyed_seen += 1
+
+    async def _answer(
+        self, request: Message, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Write the answer; True when the connection is to be closed."""
+        path = path_of(request.target)
+        number = origin_number(path)
+        if number is not None and request.method == "GET":
+            case = self.case(number)
+            self.served[case.kind] += 1
+            self.hostile_served += case.hostile
+            for item in case.script:
+                if isinstance(item, float):
+                    await asyncio.sleep(item)  # the origin's own pacing
+                elif case.kind == "unasked_response" and item is case.script[-1]:
+                    # Unasked only while no next request waits; once one does, any client
+                    # would take these bytes for its answer. Checked and written with no
+                    # await between, so pixcache cannot send in between on loopback.
+                    if _request_waiting(reader, writer):
+                        self.unasked_withheld += 1
+                    else:
+                        writer.write(item)
+                        await writer.drain()
+                else:
+                    writer.write(item)
+                    await writer.drain()
+            return case.close
+        if path.startswith(UNKEYED_PREFIX) and request.method == "GET":
+            # Like an origin that builds links from X-Forwarded-Host and the like: whoever
+            # sends one changes the answer, so a shared fill must not forward them.
+            unkeyed = any(name in UNKEYED_NAMES for name, _ in request.fields)
+            body = poisoned_body(path) if unkeyed else clean_body(path)
+            head = (
+                f"HTTP/1.1 200 OK\r\n{ORIGIN_PATH_FIELD}: {path}\r\n"
+                f"Cache-Control: public, max-age=3600\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+        else:
+            writer.write(canon_response(path, request.method, request.get("if-none-match")))
+        await writer.drain()
+        return False

@@ -1,0 +1,127 @@
+"""An origin that sends what was not asked for, and a client whose framing is faulty, against
+a real `pixcache serve`: bytes an origin sends on an idle pooled connection never become the
+answer to the next request, an unasked 101 is a 502 that stores nothing, and an HTTP/1.0
+request with Transfer-Encoding is refused and ends its connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+
+from tests.raw_client import exchange
+from tests.system.procs import free_port, start_pixcache, stop
+
+POISON = b"POISON-BODY"
+
+
+def response(target: bytes, extra: bytes = b"") -> bytes:
+    body = b"object at " + target + b"\n"
+    return (
+        b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=600\r\n%sContent-Length: %d\r\n\r\n"
+        % (extra, len(body))
+        + body
+    )
+
+
+UNASKED = (
+    b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=600\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(POISON), POISON)
+)
+
+
+class UnaskingOrigin:
+    """Answers each request; after /first it waits, then sends a whole second response on
+    the same keep-alive connection while no request is outstanding. /upgrade gets 101."""
+
+    def __init__(self) -> None:
+        self.targets: list[bytes] = []
+        self.connections = 0
+        self.unasked_sent = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                target = head.split(b" ", 2)[1]
+                self.targets.append(target)
+                if target == b"/upgrade":
+                    writer.write(
+                        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                        b"Connection: upgrade\r\n\r\n" + POISON
+                    )
+                    await writer.drain()
+                    continue
+                writer.write(response(target))
+                await writer.drain()
+                if target == b"/first":
+                    await asyncio.sleep(0.3)  # pixcache has put the connection in its pool
+                    writer.write(UNASKED)
+                    await writer.drain()
+                    self.unasked_sent.set()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def pixcache_before(origin: UnaskingOrigin, tmp_path: Path) -> AsyncIterator[int]:
+    server = await asyncio.start_server(origin.serve, "127.0.0.1", 0)
+    origin_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    port = free_port()
+    proc = start_pixcache(origin_url, tmp_path / "cache", port)
+    try:
+        yield port
+    finally:
+        stop(proc)
+        server.close()
+
+
+async def get(session: aiohttp.ClientSession, port: int, path: str) -> tuple[int, bytes]:
+    async with session.get(f"http://127.0.0.1:{port}{path}") as resp:
+        return resp.status, await resp.read()
+
+
+async def test_bytes_sent_on_an_idle_origin_connection_answer_no_request(tmp_path: Path) -> None:
+    origin = UnaskingOrigin()
+    async with pixcache_before(origin, tmp_path) as port, aiohttp.ClientSession() as session:
+        assert await get(session, port, "/first") == (200, b"object at /first\n")
+        await asyncio.wait_for(origin.unasked_sent.wait(), 5)
+        await asyncio.sleep(0.1)  # the unasked bytes have reached pixcache
+        assert await get(session, port, "/second") == (200, b"object at /second\n")
+        # Stored as what the origin sent for it, not the unasked bytes.
+        assert await get(session, port, "/second") == (200, b"object at /second\n")
+    assert origin.targets == [b"/first", b"/second"]
+    assert origin.connections == 2  # the connection that carried unasked bytes was dropped
+
+
+async def test_an_unasked_101_is_a_502_and_nothing_is_stored(tmp_path: Path) -> None:
+    origin = UnaskingOrigin()
+    async with pixcache_before(origin, tmp_path) as port, aiohttp.ClientSession() as session:
+        for _ in range(2):
+            status, body = await get(session, port, "/upgrade")
+            assert status == 502
+            assert POISON not in body
+        assert await get(session, port, "/after") == (200, b"object at /after\n")
+    assert origin.targets == [b"/upgrade", b"/upgrade", b"/after"]
+
+
+async def test_http10_with_transfer_encoding_is_refused_and_closes(tmp_path: Path) -> None:
+    origin = UnaskingOrigin()
+    async with pixcache_before(origin, tmp_path) as port:
+        # RFC 9112 §6.1: where this body ends is not known, so neither is where the next
+        # request starts; the "chunk" holds a request of its own.
+        inner = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        request = (
+            b"GET /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: keep-alive\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+            + b"GET /pipelined HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answer = await exchange(port, request)
+    assert answer.status == 400
+    assert answer.body.count(b"HTTP/1.1") == 0  # nothing answered after the refusal
+    assert origin.targets == []
