@@ -118,7 +118,8 @@ async def test_http10_with_transfer_encoding_is_refused_and_closes(tmp_path: Pat
         inner = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
         request = (
             b"GET /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-            b"Connection: keep-alive\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+            b"Connection: keep-alive\r\n\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (len(inner), inner)
             + b"GET /pipelined HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         answer = await exchange(port, request)
