@@ -76,6 +76,8 @@ HELP = {
     "(default 10)",
     "client_idle_timeout": "seconds a keep-alive client connection may wait for its next "
     "request (default 60)",
+    "client_send_timeout": "seconds a response may wait for a client that has stopped "
+    "reading; then the connection is cut (default 60)",
     "max_header_size": "largest request head (request line and fields), e.g. 64K; larger "
     "gets 431 (default 64K)",
     "max_header_fields": "most header fields in a request; more gets 431 (default 100)",

@@ -108,6 +108,7 @@ class Config:
     unkeyed_request_fields: frozenset[str] = frozenset(DEFAULT_UNKEYED_REQUEST_FIELDS)
     client_header_timeout: float = 10.0  # seconds a client has for a whole request head
     client_idle_timeout: float = 60.0  # seconds a keep-alive connection may sit idle
+    client_send_timeout: float = 60.0  # seconds a response may wait for the client to read
     max_header_size: int = 64 * 1024  # bytes of a request head; past that, 431
     max_header_fields: int = 100  # header fields in a request head; past that, 431
     max_connections: int | None = None  # client connections per worker; None: 1000 or what fits
@@ -398,6 +399,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "unkeyed_request_fields": _field_names,
     "client_header_timeout": _positive_seconds,
     "client_idle_timeout": _positive_seconds,
+    "client_send_timeout": _positive_seconds,
     "max_header_size": _bytes_between(1024, 1 << 20),
     "max_header_fields": _count(1, 10_000),
     "max_connections": _count(1, 1_000_000),

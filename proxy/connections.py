@@ -83,6 +83,7 @@ SERVICE_UNAVAILABLE = (
 class ClientLimits:
     header_timeout: float  # seconds for a whole request head
     idle_timeout: float  # seconds a keep-alive connection may wait for its next request
+    send_timeout: float  # seconds a response may wait for the client to take more bytes
     max_head_bytes: int  # request line, fields and the empty line that ends them
     max_header_fields: int
     max_connections: int
@@ -92,6 +93,7 @@ def client_limits(config: Config) -> ClientLimits:
     return ClientLimits(
         header_timeout=config.client_header_timeout,
         idle_timeout=config.client_idle_timeout,
+        send_timeout=config.client_send_timeout,
         max_head_bytes=config.max_header_size,
         max_header_fields=config.max_header_fields,
         max_connections=config.max_connections or DEFAULT_MAX_CONNECTIONS,
@@ -211,6 +213,7 @@ class ClientConnection(RequestHandler):
         self._body: StreamReader | None = None  # the last request's body, while it arrives
         self._refused = False
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -244,6 +247,7 @@ class ClientConnection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
+        self.sending_resumed()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         super().connection_lost(exc)
@@ -315,6 +319,37 @@ class ClientConnection(RequestHandler):
             self.force_close()  # never sent a byte: nothing to answer
         else:
             self._refuse_head(408, "header-timeout")
+
+    # -- the send deadline -------------------------------------------------------------
+    # aiohttp waits for the transport's buffer to drain, and sendfile for the socket to be
+    # writable, as long as the client takes: a client that stops reading would hold the
+    # connection, its body file and the fill's reader forever. Past the send timeout with
+    # no progress the connection is cut (reset: a graceful close would wait for the same
+    # buffers).
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.sending_stalled()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.sending_resumed()
+
+    def sending_stalled(self) -> None:
+        """The client takes no more bytes for now (also called by proxy/sendfile.py)."""
+        if self._send_timer is None:
+            self._send_timer = self._loop.call_later(self.limits.send_timeout, self._send_overdue)
+
+    def sending_resumed(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_overdue(self) -> None:
+        self._send_timer = None
+        metrics.CLIENT_CLOSES.labels("send-timeout").inc()
+        log.info("client_send_timeout", seconds=self.limits.send_timeout, peer=str(self.peername))
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- refusals ----------------------------------------------------------------------
     def _refuse_head(self, status: int, why: str) -> None:

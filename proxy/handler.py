@@ -95,7 +95,8 @@ class Handler:
         try:
             served = await self.handle(request)
         except ClientGone:
-            served.status = 499
+            served = request.get(PENDING_KEY) or served
+            served.status, served.client_gone = 499, True
         except asyncio.CancelledError:
             # aiohttp cancels a handler whose client went away; a response already under
             # way is recorded as what it was (its fill goes on in a task of its own).
@@ -207,6 +208,8 @@ class Handler:
                 status = await send_entry(
                     request, meta.status, headers, entry.source, meta.body_length
                 )
+        except ClientGone:
+            return Served(499, cache, client_gone=True)
         finally:
             os.close(entry.fd)
         sent = meta.body_length if request.method == "GET" and status == 200 else 0

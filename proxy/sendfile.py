@@ -54,12 +54,18 @@ async def send_range(transport: asyncio.Transport, fd: int, offset: int, count: 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int, transport: asyncio.Transport) -> None:
     ready = loop.create_future()
     loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+    # The connection's send deadline runs while the socket is full (proxy/connections.py
+    # cuts the connection when it passes); the transport closing is checked every second.
+    protocol = transport.get_protocol()
+    send_deadline = getattr(protocol, "sending_stalled", None) is not None
+    if send_deadline:
+        protocol.sending_stalled()  # type: ignore[attr-defined]
     try:
-        # A client that stops reading must not pin us forever; the transport closing (client
-        # gone) is checked every second.
         while not ready.done():
             if transport.is_closing():
                 raise ConnectionResetError("client connection closed")
             await asyncio.wait([ready], timeout=1.0)
     finally:
         loop.remove_writer(fd)
+        if send_deadline:
+            protocol.sending_resumed()  # type: ignore[attr-defined]

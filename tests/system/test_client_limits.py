@@ -6,6 +6,7 @@ process never runs out of descriptors."""
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+import aiohttp
 
 from tests.fake_origin import FakeOrigin, Obj
 from tests.system.procs import REPO, free_port, start_origin, start_pixcache, stop
@@ -276,3 +279,53 @@ def test_a_connection_limit_beyond_the_open_files_limit_is_refused_at_start(
     )
     assert result.returncode == 2
     assert "--max-connections" in result.stderr and "256" in result.stderr
+
+
+async def stalled_client(port: int, path: bytes, stall: float) -> tuple[int, float]:
+    """Ask for `path` on a socket with a small receive buffer, read nothing for `stall`
+    seconds, then read to the end: the bytes received and when the connection ended."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
+    began = time.monotonic()
+    try:
+        writer.write(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path)
+        await asyncio.sleep(stall)
+        received = len(await read_to_close(reader, timeout=30))
+    finally:
+        writer.close()
+    return received, time.monotonic() - began
+
+
+async def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(tmp_path: Path) -> None:
+    """A miss (streamed from the origin) and then a hit (sent by sendfile), each to a client
+    that reads nothing: both connections are cut after --client-send-timeout, while other
+    clients are served meanwhile and the object is stored whole."""
+    size = 64 << 20
+    origin, origin_url = start_origin({"/big.bin": (size, 7), "/x.jpg": (1000, 1)})
+    port, log = free_port(), tmp_path / "log"
+    proc = start_pixcache(
+        origin_url, tmp_path / "cache", port, "--client-send-timeout", "2", log=log
+    )
+    try:
+        for attempt in ("miss", "hit"):
+            stalled = asyncio.create_task(stalled_client(port, b"/big.bin", stall=6))
+            await asyncio.sleep(0.5)
+            assert await get_once(port) == 200  # /x.jpg meanwhile: the worker is not held
+            received, _ = await stalled
+            assert received < size, attempt  # cut, not sent whole to a client not reading
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/big.bin") as resp:
+                assert resp.headers["Cache-Status"].startswith("pixcache; hit")
+                assert len(await resp.read()) == size
+    finally:
+        stop(proc)
+        stop(origin)
+    lines = log.read_text().splitlines()
+    assert sum("client_send_timeout" in line for line in lines) == 2
+    cut = [json.loads(line) for line in lines if '"status": 499' in line]
+    assert [event["cache"] for event in cut] == ["uri-miss", "hit"]
