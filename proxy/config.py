@@ -155,32 +155,21 @@ def _positive_bytes(setting: str, raw: Any) -> int:
     return value
 
 
-# A hit holds a checked body in memory while it is sent: more than this per hit is too much.
-MAX_VERIFY_ON_HIT_SIZE = 64 << 20
+# A hit holds a checked body in memory while it is sent, and the image guard holds up to its
+# probe size per fill while it waits to judge a body: more than this is too much for either.
+MAX_HELD_BODY_BYTES = 64 << 20
 
 
-def _hit_check_size(setting: str, raw: Any) -> int:
-    value = _bytes(setting, raw)
-    if value > MAX_VERIFY_ON_HIT_SIZE:
-        raise ConfigError(
-            setting,
-            f"must be at most 64M (a checked body is held in memory while sent), got {raw!r}",
-        )
-    return value
+def _held_bytes(low: int, why: str) -> Callable[[str, Any], int]:
+    def parse(setting: str, raw: Any) -> int:
+        value = _bytes(setting, raw)
+        if value < low:
+            raise ConfigError(setting, f"must be at least {low} bytes, got {raw!r}")
+        if value > MAX_HELD_BODY_BYTES:
+            raise ConfigError(setting, f"must be at most 64M ({why}), got {raw!r}")
+        return value
 
-
-# The image guard holds this much of a body in memory per fill while it waits to judge it.
-MAX_IMAGE_PROBE_BYTES = 64 << 20
-
-
-def _probe_size(setting: str, raw: Any) -> int:
-    value = _positive_bytes(setting, raw)
-    if value > MAX_IMAGE_PROBE_BYTES:
-        raise ConfigError(
-            setting,
-            f"must be at most 64M (held in memory per fill until judged), got {raw!r}",
-        )
-    return value
+    return parse
 
 
 def _bytes_between(low: int, high: int) -> Callable[[str, Any], int]:
@@ -377,7 +366,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_object_size": _positive_bytes,
     "stale_grace": _non_negative_seconds,
     "scrub_rate": _bytes,
-    "verify_on_hit_max_size": _hit_check_size,
+    "verify_on_hit_max_size": _held_bytes(0, "a checked body is held in memory while sent"),
     "grace": _non_negative_seconds,
     "cache_control_field": _field_name,
     "verify_images": _choice("off", "header", "decode"),
@@ -386,7 +375,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_image_pixels": _count(1, 1 << 40),
     "max_image_frames": _count(1, 100_000),
     "refuse_invalid_images": _flag,
-    "image_probe_bytes": _probe_size,
+    "image_probe_bytes": _held_bytes(1, "held in memory per fill until judged"),
     "image_probe_seconds": _positive_seconds,
     "max_fills": _count(1, 100_000),
     "fill_queue": _count(0, 1_000_000),

@@ -6,6 +6,15 @@ import asyncio
 from dataclasses import dataclass
 
 
+def field_of(head: bytes, name: bytes) -> bytes | None:
+    """The value of the first field called `name` in a raw message head."""
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
 @dataclass
 class RawResponse:
     status: int
@@ -13,11 +22,7 @@ class RawResponse:
     body: bytes
 
     def field(self, name: bytes) -> bytes | None:
-        for line in self.head.split(b"\r\n")[1:]:
-            key, sep, value = line.partition(b":")
-            if sep and key.strip().lower() == name.lower():
-                return value.strip()
-        return None
+        return field_of(self.head, name)
 
 
 async def exchange(port: int, request: bytes, timeout: float = 10) -> RawResponse:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from tests.raw_client import field_of
+
 
 @dataclass
 class RawRequest:
@@ -21,11 +23,7 @@ class RawRequest:
     head: bytes  # the whole request head, as received
 
     def field(self, name: bytes) -> bytes | None:
-        for line in self.head.split(b"\r\n")[1:]:
-            key, sep, value = line.partition(b":")
-            if sep and key.strip().lower() == name.lower():
-                return value.strip()
-        return None
+        return field_of(self.head, name)
 
 
 def body_for(target: bytes) -> bytes:

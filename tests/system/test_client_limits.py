@@ -308,10 +308,11 @@ async def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(tmp_path: 
     size = 64 << 20
     origin, origin_url = start_origin({"/big.bin": (size, 7), "/x.jpg": (1000, 1)})
     port, log = free_port(), tmp_path / "log"
-    proc = start_pixcache(
-        origin_url, tmp_path / "cache", port, "--client-send-timeout", "2", log=log
-    )
+    proc = None
     try:
+        proc = start_pixcache(
+            origin_url, tmp_path / "cache", port, "--client-send-timeout", "2", log=log
+        )
         for attempt in ("miss", "hit"):
             stalled = asyncio.create_task(stalled_client(port, b"/big.bin", stall=6))
             await asyncio.sleep(0.5)
@@ -323,7 +324,8 @@ async def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(tmp_path: 
                 assert resp.headers["Cache-Status"].startswith("pixcache; hit")
                 assert len(await resp.read()) == size
     finally:
-        stop(proc)
+        if proc is not None:
+            stop(proc)
         stop(origin)
     lines = log.read_text().splitlines()
     assert sum("client_send_timeout" in line for line in lines) == 2
