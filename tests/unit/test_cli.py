@@ -26,7 +26,6 @@ def run_serve(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-
 def test_non_numeric_connect_timeout_exits_2(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     result = run_serve(
