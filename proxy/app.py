@@ -21,6 +21,7 @@ from proxy.fill import FillSettings
 from proxy.fills import Fills
 from proxy.guard import Guard, GuardLimits
 from proxy.handler import Handler
+from proxy.hot import HOT_KEY, HotHits
 from proxy.origins import make_origin
 from proxy.policy.freshness import Timing, time_to_live
 from proxy.policy.targeted import effective_headers
@@ -105,6 +106,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
+    app[HOT_KEY] = HotHits(config.hot_cache_size, config.targeted_fields)
     handler = Handler(
         store,
         origin,
@@ -113,6 +115,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         targets=config.targeted_fields,
         x_accel_redirect=config.x_accel_redirect,
         unkeyed_fields=config.unkeyed_request_fields,
+        hot=app[HOT_KEY],
     )
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
@@ -125,6 +128,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         await fills.shutdown()
         await origin.close()
         guard.close()
+        app[HOT_KEY].close()
         await store.flush_uses()
 
     app.cleanup_ctx.append(background)

@@ -42,8 +42,10 @@ HELP = {
     "max_object_size": "larger objects are proxied, not stored, e.g. 512M (default: no limit)",
     "stale_grace": "seconds an entry is kept past its expiry (default 86400)",
     "scrub_rate": "bytes per second the scrubber re-verifies, e.g. 10M (default 4M; 0: off)",
-    "verify_on_hit_max_size": "bodies up to this size are checksummed on every hit and sent "
-    "from the bytes checked (default 1M; 0: check sizes only; at most 64M)",
+    "verify_on_hit_max_size": "bodies up to this size are checksummed when read for a hit and "
+    "sent from the bytes checked (default 1M; 0: check sizes only; at most 64M)",
+    "hot_cache_size": "checked bodies each worker keeps in memory for its next hits of the "
+    "same entries, which then cost a stat and an fstat (default 16M; 0: off; at most 1G)",
     "grace": "seconds a stale entry may be served while the origin fails (default 0)",
     "verify_images": "off, header (probe image headers, the default) or decode (also decode "
     "whole images before storing them)",

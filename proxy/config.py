@@ -81,6 +81,7 @@ class Config:
     # Bodies up to this size are read whole and checksummed on every hit, and sent from the
     # bytes checked; larger ones go by sendfile, size checked only. 0: sizes only.
     verify_on_hit_max_size: int = 1 << 20
+    hot_cache_size: int = 16 << 20  # checked bodies a worker keeps for its next hits
     grace: float = 0.0  # seconds of staleness servable while the origin fails
     cache_control_field: str = "Pixcache-Cache-Control"  # RFC 9213 field for this cache
     verify_images: str = "header"  # off, header (probe) or decode (and decode before storing)
@@ -367,6 +368,7 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "stale_grace": _non_negative_seconds,
     "scrub_rate": _bytes,
     "verify_on_hit_max_size": _held_bytes(0, "a checked body is held in memory while sent"),
+    "hot_cache_size": _bytes_between(0, 1 << 30),
     "grace": _non_negative_seconds,
     "cache_control_field": _field_name,
     "verify_images": _choice("off", "header", "decode"),

@@ -43,6 +43,7 @@ from aiohttp.web_response import StreamResponse
 
 from proxy import metrics
 from proxy.config import Config, ConfigError
+from proxy.hot import MAX_HOT_ENTRIES
 
 log = structlog.get_logger("pixcache.connections")
 
@@ -50,7 +51,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 ADMIN_MAX_CONNECTIONS = 32
 # Descriptors a worker uses besides its client sockets: listening sockets, the event
 # loop, the index database, logs, thread pools and metrics files.
-BASE_DESCRIPTORS = 128
+BASE_DESCRIPTORS = 128 + MAX_HOT_ENTRIES  # and the body files hot hits keep open
 # Each fill may hold a temp file, an origin socket, its key's lock file and a pooled socket.
 DESCRIPTORS_PER_FILL = 4
 # Each client connection is a socket, plus the body file of a hit while it is sent.

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
 from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
 from proxy.fills import Fills
+from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request, request_id
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
@@ -79,6 +80,7 @@ class Handler:
         targets: tuple[str, ...] = (),
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
+        hot: HotHits | None = None,
     ) -> None:
         self.store = store
         self.origin = origin
@@ -88,8 +90,12 @@ class Handler:
         self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
         # What a fill, fetched once for every client of the key, never forwards.
         self.not_forwarded_on_fill = NOT_FORWARDED_ON_FILL | unkeyed_fields
+        # Hits prepared by an earlier hit of this worker (off when nginx sends the bodies).
+        self.hot = hot if not x_accel_redirect else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if self.hot is not None and (sent := await self.hot.answer(request, self.store.note_use)):
+            return sent
         began = time.monotonic()
         served = Served(500, CacheStatus(detail="internal"))
         try:
@@ -143,6 +149,10 @@ class Handler:
                     # RFC 5861 §3: serve stale now, revalidate in the background.
                     await self.refresh_in_background(request, key, found)
                     cache = CacheStatus(hit=True, ttl=reuse.ttl, detail="stale-while-revalidate")
+                elif self.hot is not None and found.coalesce_key == primary:
+                    self.hot.remember(
+                        request, key, primary, found.entry, self.store.head_path(primary)
+                    )
                 return await self.serve_hit(request, found.take(), cache)
             found.fwd = reuse.fwd
             if reuse.action is Action.UNUSABLE:

@@ -123,6 +123,10 @@ class Store:
             log.error("entry_unreadable", key_hash=key_hash, error=str(exc))
             return None
 
+    def head_path(self, key_hash: str) -> str:
+        """Where the entry's head lives, as a plain string (for a stat per hit)."""
+        return os.fspath(self.layout.entry_path(key_hash))
+
     def note_use(self, key_hash: str) -> None:
         """Record a hit for LRU; written to the index in batches by `flush_uses`."""
         self._uses[key_hash] = time.time()

@@ -1,0 +1,268 @@
+"""Hits answered from what an earlier hit of this worker prepared: one stat, one fstat, one
+write.
+
+The first hit of an entry in a worker takes the full path: a thread call opens its head and
+body, checks the body's size and (up to --verify-on-hit-max-size) its checksum, and the
+policy decides. What every later hit needs is then kept here: the checked body bytes (or the
+open body file, sent by sendfile), the response head rendered once, and the freshness
+inputs parsed once (RFC 9111 §4.2.3: the current age grows by the resident time, so
+freshness is one subtraction).
+
+Every such hit checks, inline (metadata of page-cached files; a thread hand-off costs far
+more than these two syscalls):
+- stat(head): the path still names the very head that was read (dev, inode, size,
+  mtime), so a purge or a replacement by any worker takes effect for the very next request;
+- fstat(body): the body file still has the length its head gives (the size check that
+  every hit makes), and was not written since it was checked (inode, size and mtime as
+  then: bodies are never modified, so a write means the file can no longer be trusted; the
+  bytes sent are the checked ones either way), and still has a name.
+When either differs, the entry is dropped here and the request takes the full path, which
+removes an entry that turned corrupt.
+
+Only requests that the stored response answers unchanged come here: GET over HTTP/1.1
+keep-alive, with no Range, no conditional, no Cache-Control, Pragma or Authorization, for a
+fresh 200 stored under its primary key (no Vary) whose head carries Date and no no-cache.
+The policy decides everything else in full. Bounded by entries (each holds one descriptor)
+and by body bytes held; the least recently used goes first."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+from aiohttp.web_response import SERVER_SOFTWARE
+from multidict import CIMultiDict
+
+from proxy.observe import Served, record_request
+from proxy.policy.cache_status import CacheStatus
+from proxy.policy.directives import cache_control_of
+from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.targeted import effective_headers
+from proxy.respond import abort, client_headers
+from proxy.sendfile import send_range
+from proxy.wire import _serialize_headers
+from storage.lookup import OpenEntry
+
+# Each entry keeps its body file open: this many descriptors at most (counted in the
+# worker's descriptor plan, proxy/connections.py).
+MAX_HOT_ENTRIES = 256
+# Request fields that make the answer depend on more than the stored response.
+PERSONAL_FIELDS = (
+    "Range",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Match",
+    "If-Unmodified-Since",
+    "If-Range",
+    "Cache-Control",
+    "Pragma",
+    "Authorization",
+)
+HIT = CacheStatus(hit=True)
+
+
+@dataclass(eq=False)
+class HotEntry:
+    primary: str  # the key hash, for LRU uses
+    head_path: str
+    head_id: tuple[int, int, int, int]  # dev, inode, size, mtime_ns: FileId of the head
+    fd: int  # the body file, owned here
+    body_id: tuple[int, int, int]  # its inode, size and mtime_ns when it was checked
+    length: int
+    body: bytes | None  # the checked body; None: sent from fd
+    head: bytes  # status line and fields, without Age and Cache-Status
+    lifetime: float  # RFC 9111 §4.2.1 freshness lifetime
+    initial_age: float  # §4.2.3 corrected_initial_age, for the policy
+    header_age: float  # the same from the stored fields as sent (Age field)
+    response_time: float
+
+    def cost(self) -> int:
+        return len(self.body) if self.body is not None else 0
+
+
+class _Sent:
+    """What aiohttp gets back for a response written here: prepared and ended already."""
+
+    keep_alive = True
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+SENT: Any = _Sent()
+
+
+class HotHits:
+    """The prepared entries of one worker, by request target."""
+
+    def __init__(self, max_bytes: int, targets: tuple[str, ...] = ()) -> None:
+        self.max_bytes = max_bytes  # 0: off
+        self.targets = targets
+        self._entries: OrderedDict[str, HotEntry] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- the hit -----------------------------------------------------------------------
+    async def answer(self, request: web.Request, note_use: Any) -> web.StreamResponse | None:
+        """The response, written, or None when this request must take the full path
+        (nothing has been written then)."""
+        key = request.raw_path
+        hot = self._entries.get(key)
+        if (
+            hot is None
+            or request.method != "GET"
+            or request.version != HttpVersion11
+            or not request.keep_alive
+        ):
+            return None
+        headers = request.headers
+        for name in PERSONAL_FIELDS:
+            if name in headers:
+                return None
+        if not self._still_valid(key, hot):
+            return None
+        now = time.time()
+        resident = now - hot.response_time
+        resident = resident if resident > 0.0 else 0.0
+        ttl = hot.lifetime - (hot.initial_age + resident)
+        if ttl <= 0:  # stale: the policy decides what happens (§4.2.4, RFC 5861)
+            return None
+        began = time.monotonic()
+        self._entries.move_to_end(key)
+        note_use(hot.primary)
+        head = hot.head + b"Age: %d\r\nCache-Status: pixcache; hit; ttl=%d\r\n\r\n" % (
+            int(hot.header_age + resident),
+            int(ttl),
+        )
+        served = Served(200, HIT, body_bytes=hot.length)
+        try:
+            await _write(request, hot, head)
+        except (ConnectionError, EOFError):
+            abort(request)
+            served = Served(499, HIT, client_gone=True)
+        record_request(request, served, began)
+        return SENT
+
+    def _still_valid(self, key: str, hot: HotEntry) -> bool:
+        try:
+            st = os.stat(hot.head_path)
+            body = os.fstat(hot.fd)
+        except OSError:
+            self._drop(key)
+            return False
+        if (
+            st.st_ino != hot.head_id[1]
+            or st.st_mtime_ns != hot.head_id[3]
+            or st.st_size != hot.head_id[2]
+            or st.st_dev != hot.head_id[0]
+            or (body.st_ino, body.st_size, body.st_mtime_ns) != hot.body_id
+            or not body.st_nlink  # removed from its directory
+        ):
+            self._drop(key)
+            return False
+        return True
+
+    # -- keeping an entry --------------------------------------------------------------
+    def remember(
+        self, request: web.Request, key: str, primary: str, entry: OpenEntry, head_path: str
+    ) -> None:
+        """After the full path found `entry` under its primary key for `request`: keep what
+        later hits need, if this kind of request may be answered here."""
+        if self.max_bytes <= 0 or key != request.raw_path or key in self._entries:
+            return
+        meta = entry.meta
+        body = entry.checked
+        if (
+            meta.status != 200
+            or meta.is_vary_marker
+            or (body is not None and len(body) > self.max_bytes)
+        ):
+            return
+        stored = CIMultiDict(meta.headers)
+        policy = effective_headers(stored, self.targets)
+        if "date" not in stored or "no-cache" in cache_control_of(policy):
+            return
+        timing = Timing(meta.request_time, meta.response_time)
+        fd = os.dup(entry.fd)
+        body_stat = os.fstat(fd)
+        if body_stat.st_size != meta.body_length:
+            os.close(fd)
+            return
+        self._entries[key] = HotEntry(
+            primary=primary,
+            head_path=head_path,
+            head_id=(
+                entry.head_id.dev,
+                entry.head_id.ino,
+                entry.head_id.size,
+                entry.head_id.mtime_ns,
+            ),
+            fd=fd,
+            body_id=(body_stat.st_ino, body_stat.st_size, body_stat.st_mtime_ns),
+            length=meta.body_length,
+            body=body,
+            head=_render_head(stored, meta.body_length),
+            lifetime=freshness_lifetime(meta.status, policy, timing),
+            initial_age=current_age(policy, timing, meta.response_time),
+            header_age=current_age(stored, timing, meta.response_time),
+            response_time=meta.response_time,
+        )
+        self._bytes += len(body) if body is not None else 0
+        while len(self._entries) > MAX_HOT_ENTRIES or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        hot = self._entries.pop(key, None)
+        if hot is not None:
+            self._bytes -= hot.cost()
+            os.close(hot.fd)
+
+    def close(self) -> None:
+        while self._entries:
+            self._drop(next(iter(self._entries)))
+
+
+def _render_head(stored: CIMultiDict[str], length: int) -> bytes:
+    """The head the full path sends for a 200 hit to a plain GET over HTTP/1.1 keep-alive
+    (proxy/respond.py and aiohttp's own defaults), without Age and Cache-Status, which
+    change per request, and without the empty line that ends it."""
+    headers = client_headers(stored, "", age=0)
+    del headers["Age"], headers["Cache-Status"]
+    headers.setdefault("Accept-Ranges", "bytes")
+    headers["Content-Length"] = str(length)
+    if length:
+        headers.setdefault("Content-Type", "application/octet-stream")
+    headers.setdefault("Server", SERVER_SOFTWARE)
+    return _serialize_headers("HTTP/1.1 200 OK", headers)[:-2]
+
+
+async def _write(request: web.Request, hot: HotEntry, head: bytes) -> None:
+    writer = request.writer
+    if hot.body is not None:
+        await writer.write_eof(head + hot.body)
+        return
+    await writer.write(head)
+    await writer.drain()
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client connection closed")
+    # A descriptor of our own: this entry may be dropped (and its fd closed) meanwhile.
+    fd = os.dup(hot.fd)
+    try:
+        await send_range(transport, fd, 0, hot.length)
+    finally:
+        os.close(fd)
+    await writer.write_eof()
+
+
+HOT_KEY = web.AppKey("pixcache.hot", HotHits)
