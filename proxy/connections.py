@@ -276,9 +276,8 @@ class ClientConnection(RequestHandler):
         ):
             self._refuse_head(431, "head-too-large")
             return
-        if self._head_bytes == 0 and self._head_timer is None:
-            self._start_head_timer()
-        # From its first byte a head has the header timeout, not aiohttp's idle timer.
+        # From its first byte a head has the header timeout, not aiohttp's idle timer (the
+        # timer starts below, unless the head is complete in this very read).
         if self._keepalive_handle is not None:
             self._keepalive_handle.cancel()
             self._keepalive_handle = None
@@ -293,6 +292,8 @@ class ClientConnection(RequestHandler):
             self._head_tail = b""
             self._cancel_head_timer()
         else:
+            if self._head_bytes == 0 and self._head_timer is None:
+                self._start_head_timer()
             self._head_bytes, self._head_lines = self._head_bytes + len(data), head_lines
             self._head_tail = seen[-(len(HEAD_END) - 1) :]
 

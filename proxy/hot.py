@@ -38,8 +38,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.web_response import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
-from proxy.observe import Served, record_request
-from proxy.policy.cache_status import CacheStatus
+from proxy.observe import HIT, Served, hit_log_head, record_hit, record_request
 from proxy.policy.directives import cache_control_of
 from proxy.policy.freshness import Timing, current_age, freshness_lifetime
 from proxy.policy.targeted import effective_headers
@@ -63,7 +62,6 @@ PERSONAL_FIELDS = (
     "Pragma",
     "Authorization",
 )
-HIT = CacheStatus(hit=True)
 
 
 @dataclass(eq=False)
@@ -80,6 +78,7 @@ class HotEntry:
     initial_age: float  # §4.2.3 corrected_initial_age, for the policy
     header_age: float  # the same from the stored fields as sent (Age field)
     response_time: float
+    log_head: str | None  # the start of its request log line (proxy/observe.py)
 
     def cost(self) -> int:
         return len(self.body) if self.body is not None else 0
@@ -144,13 +143,13 @@ class HotHits:
             int(hot.header_age + resident),
             int(ttl),
         )
-        served = Served(200, HIT, body_bytes=hot.length)
         try:
             await _write(request, hot, head)
         except (ConnectionError, EOFError):
             abort(request)
-            served = Served(499, HIT, client_gone=True)
-        record_request(request, served, began)
+            record_request(request, Served(499, HIT, client_gone=True), began)
+        else:
+            record_hit(request, hot.length, began, hot.log_head)
         return SENT
 
     def _still_valid(self, key: str, hot: HotEntry) -> bool:
@@ -216,6 +215,7 @@ class HotHits:
             initial_age=current_age(policy, timing, meta.response_time),
             header_age=current_age(stored, timing, meta.response_time),
             response_time=meta.response_time,
+            log_head=hit_log_head(key, meta.body_length),
         )
         self._bytes += len(body) if body is not None else 0
         while len(self._entries) > MAX_HOT_ENTRIES or self._bytes > self.max_bytes:

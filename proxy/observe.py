@@ -6,16 +6,15 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
-import structlog
 from aiohttp import web
 
 from proxy import metrics
 from proxy.errors import ProxyError
+from proxy.logs import request_event, request_lines, request_logged
 from proxy.policy.cache_status import CacheStatus
 from proxy.redact import redact
-
-log = structlog.get_logger("pixcache.request")
 
 
 @dataclass
@@ -31,6 +30,8 @@ class Served:
     by_nginx: bool = False  # the body is nginx's to send (X-Accel-Redirect)
 
 
+HIT = CacheStatus(hit=True)
+
 # What a request that is being answered will have served, should its handler be cancelled.
 PENDING_KEY = web.RequestKey("pixcache.pending", Served)
 REQUEST_ID_KEY = web.RequestKey("pixcache.request_id", str)
@@ -43,8 +44,12 @@ def request_id(request: web.Request) -> str:
     """The id that ties an error body a client saw to this request's log line."""
     rid = request.get(REQUEST_ID_KEY)
     if rid is None:
-        rid = request[REQUEST_ID_KEY] = f"{_ID_PREFIX}{next(_request_ids):x}"
+        rid = request[REQUEST_ID_KEY] = new_request_id()
     return rid
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_request_ids):x}"
 
 
 def _reset_ids() -> None:
@@ -56,6 +61,9 @@ os.register_at_fork(after_in_child=_reset_ids)  # each worker numbers its own re
 
 
 def record_request(request: web.Request, served: Served, began: float) -> None:
+    _count(served)
+    if not request_logged():
+        return
     fields: dict[str, object] = {
         "method": request.method,
         "path": request.rel_url.raw_path_qs,
@@ -71,24 +79,80 @@ def record_request(request: web.Request, served: Served, began: float) -> None:
         fields["x_accel_redirect"] = True
     if served.cache.collapsed:
         fields["collapsed"] = True
-        metrics.COALESCED.inc()
     if served.timings:
         fields["origin_timings"] = served.timings
-        if not served.cache.collapsed:  # one fill, observed once, by the request that led it
-            for stage, seconds in served.timings.items():
-                metrics.ORIGIN_SECONDS.labels(stage).observe(seconds)
     if served.error is not None:
         fields["error"] = served.error.event
         fields["error_detail"] = served.error.message
         if served.error.detail:
             fields["error_cause"] = redact(served.error.detail)
-        stage = served.error.stage
-        if stage:
-            fields["stage"] = stage
+        if served.error.stage:
+            fields["stage"] = served.error.stage
         fields["origin"] = served.error.origin
-        if not served.cache.collapsed:
-            metrics.ORIGIN_ERRORS.labels(stage or "-", served.error.event).inc()
-    source = "cache" if served.cache.hit else "origin"
-    metrics.BYTES_SERVED.labels(source).inc(served.body_bytes)
-    metrics.REQUESTS.labels(served.cache.outcome, str(served.status)).inc()
-    log.info("request", **fields)
+    request_event(fields)
+
+
+# Labelled children of the two counters every request moves, looked up once per label set
+# in each process (prometheus_client's labels() costs more than the increment).
+_requests_by_label: dict[tuple[str, int], Any] = {}
+_bytes_by_source: dict[bool, Any] = {}
+
+
+def hit_log_head(path: str, body_bytes: int) -> str | None:
+    """The fixed start of the `request` line of a 200 hit for `path` sent whole, when
+    request lines are JSON (see record_hit); None otherwise."""
+    lines = request_lines()
+    if lines is None:
+        return None
+    fields = {"method": "GET", "path": path, "status": 200, "cache": "hit", "bytes": body_bytes}
+    return lines.head(fields)
+
+
+def record_hit(request: web.Request, body_bytes: int, began: float, log_head: str | None) -> None:
+    """record_request for a 200 hit sent whole, with the line's start made in advance."""
+    lines = request_lines()
+    if log_head is None or lines is None:
+        record_request(request, Served(200, HIT, body_bytes=body_bytes), began)
+        return
+    _count_hit(body_bytes)
+    lines.write_end(log_head, round(time.monotonic() - began, 6), new_request_id())
+
+
+def _count_hit(body_bytes: int) -> None:
+    hits, cache_bytes = _requests_by_label.get(("hit", 200)), _bytes_by_source.get(True)
+    if hits is None or cache_bytes is None:  # the first hit: look the children up
+        _count(Served(200, HIT, body_bytes=body_bytes))
+        return
+    hits.inc()
+    cache_bytes.inc(body_bytes)
+
+
+def _count(served: Served) -> None:
+    cache = served.cache
+    if cache.collapsed:
+        metrics.COALESCED.inc()
+    elif served.timings:  # one fill, observed once, by the request that led it
+        for stage, seconds in served.timings.items():
+            metrics.ORIGIN_SECONDS.labels(stage).observe(seconds)
+    if served.error is not None and not cache.collapsed:
+        metrics.ORIGIN_ERRORS.labels(served.error.stage or "-", served.error.event).inc()
+    served_bytes = _bytes_by_source.get(cache.hit)
+    if served_bytes is None:
+        source = "cache" if cache.hit else "origin"
+        served_bytes = _bytes_by_source[cache.hit] = metrics.BYTES_SERVED.labels(source)
+    served_bytes.inc(served.body_bytes)
+    label = (cache.outcome, served.status)
+    counter = _requests_by_label.get(label)
+    if counter is None:
+        counter = _requests_by_label[label] = metrics.REQUESTS.labels(
+            cache.outcome, str(served.status)
+        )
+    counter.inc()
+
+
+def _forget_children() -> None:
+    _requests_by_label.clear()
+    _bytes_by_source.clear()
+
+
+os.register_at_fork(after_in_child=_forget_children)  # each worker its own metric values
