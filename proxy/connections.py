@@ -51,7 +51,8 @@ DEFAULT_MAX_CONNECTIONS = 1000
 ADMIN_MAX_CONNECTIONS = 32
 # Descriptors a worker uses besides its client sockets: listening sockets, the event
 # loop, the index database, logs, thread pools and metrics files.
-BASE_DESCRIPTORS = 128 + MAX_HOT_ENTRIES  # and the body files hot hits keep open
+# Hot hits keep a body file open per entry, and a sealed copy for large bodies.
+BASE_DESCRIPTORS = 128 + 2 * MAX_HOT_ENTRIES
 # Each fill may hold a temp file, an origin socket, its key's lock file and a pooled socket.
 DESCRIPTORS_PER_FILL = 4
 # Each client connection is a socket, plus the body file of a hit while it is sent.

@@ -3,8 +3,9 @@ write.
 
 The first hit of an entry in a worker takes the full path: a thread call opens its head and
 body, checks the body's size and (up to --verify-on-hit-max-size) its checksum, and the
-policy decides. What every later hit needs is then kept here: the checked body bytes (or the
-open body file, sent by sendfile), the response head rendered once, and the freshness
+policy decides. What every later hit needs is then kept here: the checked body (bytes
+written with the head; from 256 KiB a sealed memory file sent by sendfile; over the check
+limit, the open body file, sent by sendfile), the response head rendered once, and the freshness
 inputs parsed once (RFC 9111 §4.2.3: the current age grows by the resident time, so
 freshness is one subtraction).
 
@@ -27,6 +28,7 @@ and by body bytes held; the least recently used goes first."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections import OrderedDict
@@ -47,9 +49,12 @@ from proxy.sendfile import send_range
 from proxy.wire import _serialize_headers
 from storage.lookup import OpenEntry
 
-# Each entry keeps its body file open: this many descriptors at most (counted in the
-# worker's descriptor plan, proxy/connections.py).
+# Each entry keeps its body file open (and a sealed copy of a large checked body): at most
+# twice this many descriptors (counted in the worker's plan, proxy/connections.py).
 MAX_HOT_ENTRIES = 256
+# Checked bodies this large are kept in sealed memory and sent by sendfile (one copy fewer
+# than writing them from a bytes object); smaller ones go out in one write with the head.
+SEALED_FROM = 256 * 1024
 # Request fields that make the answer depend on more than the stored response.
 PERSONAL_FIELDS = (
     "Range",
@@ -72,7 +77,10 @@ class HotEntry:
     fd: int  # the body file, owned here
     body_id: tuple[int, int, int]  # its inode, size and mtime_ns when it was checked
     length: int
-    body: bytes | None  # the checked body; None: sent from fd
+    body: bytes | None  # a small checked body, written with the head
+    # A large checked body, in sealed memory sent by sendfile; -1: none. Neither this nor
+    # `body`: the body is sent from `fd` (over --verify-on-hit-max-size).
+    sealed_fd: int
     head: bytes  # status line and fields, without Age and Cache-Status
     lifetime: float  # RFC 9111 §4.2.1 freshness lifetime
     initial_age: float  # §4.2.3 corrected_initial_age, for the policy
@@ -81,7 +89,15 @@ class HotEntry:
     log_head: str | None  # the start of its request log line (proxy/observe.py)
 
     def cost(self) -> int:
-        return len(self.body) if self.body is not None else 0
+        """Bytes of memory the checked body takes."""
+        if self.body is not None:
+            return len(self.body)
+        return self.length if self.sealed_fd >= 0 else 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.sealed_fd >= 0:
+            os.close(self.sealed_fd)
 
 
 class _Sent:
@@ -192,6 +208,7 @@ class HotHits:
         if "date" not in stored or "no-cache" in cache_control_of(policy):
             return
         timing = Timing(meta.request_time, meta.response_time)
+        sealed = body is not None and len(body) >= SEALED_FROM
         fd = os.dup(entry.fd)
         body_stat = os.fstat(fd)
         if body_stat.st_size != meta.body_length:
@@ -209,7 +226,8 @@ class HotHits:
             fd=fd,
             body_id=(body_stat.st_ino, body_stat.st_size, body_stat.st_mtime_ns),
             length=meta.body_length,
-            body=body,
+            body=body if not sealed else None,
+            sealed_fd=_sealed_copy(body) if sealed else -1,
             head=_render_head(stored, meta.body_length),
             lifetime=freshness_lifetime(meta.status, policy, timing),
             initial_age=current_age(policy, timing, meta.response_time),
@@ -217,7 +235,7 @@ class HotHits:
             response_time=meta.response_time,
             log_head=hit_log_head(key, meta.body_length),
         )
-        self._bytes += len(body) if body is not None else 0
+        self._bytes += self._entries[key].cost()
         while len(self._entries) > MAX_HOT_ENTRIES or self._bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
@@ -225,11 +243,27 @@ class HotHits:
         hot = self._entries.pop(key, None)
         if hot is not None:
             self._bytes -= hot.cost()
-            os.close(hot.fd)
+            hot.close()
 
     def close(self) -> None:
         while self._entries:
             self._drop(next(iter(self._entries)))
+
+
+def _sealed_copy(body: bytes) -> int:
+    """A memory file holding `body`, sealed: nothing, not even this process, can change its
+    bytes or its size afterwards (memfd_create(2), F_SEAL_*)."""
+    fd = os.memfd_create("pixcache-hot-body", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view) :]
+        seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _render_head(stored: CIMultiDict[str], length: int) -> bytes:
@@ -257,7 +291,7 @@ async def _write(request: web.Request, hot: HotEntry, head: bytes) -> None:
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client connection closed")
     # A descriptor of our own: this entry may be dropped (and its fd closed) meanwhile.
-    fd = os.dup(hot.fd)
+    fd = os.dup(hot.sealed_fd if hot.sealed_fd >= 0 else hot.fd)
     try:
         await send_range(transport, fd, 0, hot.length)
     finally:

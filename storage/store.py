@@ -106,6 +106,14 @@ class Store:
         read and checked), or None. A corrupt entry is removed and reported as absent: it is
         never served."""
         path = self.layout.entry_path(key_hash)
+        try:
+            # A miss is told inline: a stat of page-cached metadata costs far less than the
+            # thread hand-off that opening and checking an entry needs.
+            os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass  # let the full open say what is wrong
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(None, open_entry, path, self.check_on_hit_max)

@@ -52,8 +52,13 @@ async def stored(proxy: Proxy, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("size", "settings"),
-    [(1024, {}), (200 * 1024, {}), (300 * 1024, {"verify_on_hit_max_size": "0"})],
-    ids=["1KiB", "200KiB", "sendfile"],
+    [
+        (1024, {}),
+        (200 * 1024, {}),
+        (600 * 1024, {}),
+        (300 * 1024, {"verify_on_hit_max_size": "0"}),
+    ],
+    ids=["1KiB", "200KiB", "sealed-600KiB", "body-file"],
 )
 async def test_later_hits_are_the_full_paths_response(
     origin: FakeOrigin, make_proxy: MakeProxy, size: int, settings: dict[str, str]

@@ -244,3 +244,29 @@ def test_a_head_written_before_crc32_existed_is_read() -> None:
 def test_decode_refuses_a_crc32_that_is_not_32_bits(value: object) -> None:
     with pytest.raises(CorruptEntry):
         EntryMeta.decode(with_fields(crc32=value))
+
+
+def test_encode_writes_every_field_as_asdict_would() -> None:
+    """encode() lists the fields by hand (for speed): a field added to EntryMeta and not to
+    encode() would be silently dropped from every head."""
+    import dataclasses
+    import json
+
+    from storage.entry import FOOTER, EntryMeta
+
+    meta = EntryMeta(
+        key="/a?b",
+        status=200,
+        headers=[("Content-Type", "image/png"), ("X-Ü", "\udcff")],
+        request_time=1.5,
+        response_time=2.5,
+        body_length=3,
+        sha256="0" * 64,
+        vary_fields=("accept",),
+        vary_values={"accept": None},
+        body_id="ab" * 16,
+        crc32=7,
+    )
+    expected = json.dumps(dataclasses.asdict(meta), separators=(",", ":"), ensure_ascii=True)
+    assert meta.encode()[: -FOOTER.size] == expected.encode()
+    assert EntryMeta.decode(meta.encode()[: -FOOTER.size]) == meta
