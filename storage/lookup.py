@@ -46,7 +46,7 @@ class OpenEntry:
         return self.head_id.ino, self.head_id.mtime_ns
 
 
-def read_head(path: Path) -> tuple[EntryMeta, FileId] | None:
+def read_head(path: str | Path) -> tuple[EntryMeta, FileId] | None:
     """An entry's metadata and the FileId of the head it came from; None when there is none.
     Raises CorruptEntry (with `file_id`) when the head is not exactly metadata + footer."""
     try:
@@ -71,7 +71,7 @@ def read_head(path: Path) -> tuple[EntryMeta, FileId] | None:
         os.close(fd)
 
 
-def open_entry(path: Path, check_max: int = 0) -> OpenEntry | None:
+def open_entry(path: str | Path, check_max: int = 0) -> OpenEntry | None:
     """Read the head at `path`, open the body it names, check the body's size; read a body
     of at most `check_max` bytes whole and check its checksum (0: never). None when there is
     no entry (or it was removed meanwhile).
@@ -133,7 +133,7 @@ def body_file(head: str, body_id: str) -> str:
     return f"{top}/bodies/{bucket}/{body_name(key_hash, body_id)}"
 
 
-def still_names(path: Path, head_id: FileId) -> bool:
+def still_names(path: str | Path, head_id: FileId) -> bool:
     """Whether `path` is still the very head that was read."""
     try:
         return FileId.of(os.lstat(path)) == head_id

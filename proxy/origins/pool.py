@@ -18,7 +18,7 @@ HTTP/1.1 client can.
 from __future__ import annotations
 
 import functools
-import socket
+import select
 from typing import Any
 
 from aiohttp.client_proto import ResponseHandler
@@ -54,21 +54,19 @@ class _IdleGuardedProtocol(ResponseHandler):
 
 
 def _quiet(protocol: ResponseHandler) -> bool:
-    """True when nothing (no byte, no FIN) waits unread on a plain TCP connection. TLS
-    connections are left to data_received: the TLS layer may hold records of its own."""
+    """True when nothing (no byte, no FIN, no error) waits unread on a plain TCP connection:
+    one poll(2) that does not wait. TLS connections are left to data_received: the TLS
+    layer may hold records of its own."""
     transport = protocol.transport
     if transport is None or transport.get_extra_info("sslcontext") is not None:
         return transport is not None
-    fd = transport.get_extra_info("socket").fileno()
-    peek = socket.socket(fileno=fd)  # borrowed: detached below, never closed here
-    try:
-        return not peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        peek.detach()
+    poller = select.poll()
+    poller.register(transport.get_extra_info("socket").fileno(), _UNREAD)
+    return not poller.poll(0)
+
+
+# Readable (bytes or FIN), peer closed its side, or an error: any of them means unasked.
+_UNREAD = select.POLLIN | select.POLLPRI | select.POLLRDHUP | select.POLLERR | select.POLLHUP
 
 
 class IdleGuardedConnector(TCPConnector):

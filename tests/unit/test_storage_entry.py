@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -270,3 +271,14 @@ def test_encode_writes_every_field_as_asdict_would() -> None:
     expected = json.dumps(dataclasses.asdict(meta), separators=(",", ":"), ensure_ascii=True)
     assert meta.encode()[: -FOOTER.size] == expected.encode()
     assert EntryMeta.decode(meta.encode()[: -FOOTER.size]) == meta
+
+
+def test_the_head_path_of_a_lookup_is_the_layouts(tmp_path: Path) -> None:
+    from storage.store import Store
+
+    store = Store(tmp_path / "cache")
+    try:
+        key_hash = "ab" + "0" * 62
+        assert store.head_path(key_hash) == str(store.layout.entry_path(key_hash))
+    finally:
+        store.close()
