@@ -74,6 +74,20 @@ class Index:
                 (key, path, " " + " ".join(tags) + " "),
             )
 
+    def add_many(self, rows: list[tuple[str, int, float, float, str, tuple[str, ...]]]) -> None:
+        """`add` for several entries (key, size, used, expires, path, tags), in one
+        transaction."""
+        db = self._conn()
+        with _immediate(db):
+            db.executemany(
+                "INSERT OR REPLACE INTO entries (key, size, used, expires) VALUES (?, ?, ?, ?)",
+                [row[:4] for row in rows],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO entry_paths (key, path, tags) VALUES (?, ?, ?)",
+                [(row[0], row[4], " " + " ".join(row[5]) + " ") for row in rows],
+            )
+
     def keys_under(self, prefix: str) -> list[str]:
         """Entries whose request path starts with `prefix` (all Vary variants included)."""
         rows = self._conn().execute(

@@ -16,6 +16,7 @@ import structlog
 
 from storage.entry import CorruptEntry, EntryMeta
 from storage.index import Index
+from storage.index_batch import IndexBatch
 from storage.keylock import KeyLock
 from storage.layout import Layout, variant_key_hash
 from storage.lookup import OpenEntry, open_entry
@@ -32,6 +33,10 @@ FREE_SPACE_TTL = 1.0
 UNNAMED_BODY_SWEEP = 600.0
 # Bodies up to this size are read whole and checked against their checksum on every hit.
 CHECK_ON_HIT_MAX = 1 << 20
+# key hash, size, last use, expiry, request path, tags: one entry's index row
+IndexRow = tuple[str, int, float, float, str, tuple[str, ...]]
+# request path, tags, since: does a purge since then cover this entry?
+PurgeCheck = tuple[str, tuple[str, ...], float]
 
 
 class PurgedMeanwhile(Exception):
@@ -81,6 +86,10 @@ class Store:
         self.index = Index(self.layout.index_file)
         # SQLite connections belong to a thread: every index call runs on this one.
         self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="pixcache-index")
+        self._adds: IndexBatch[IndexRow, None] = IndexBatch(self._index_thread, self._add_rows)
+        self._purge_checks: IndexBatch[PurgeCheck, bool] = IndexBatch(
+            self._index_thread, self._check_purges
+        )
         self._uses: dict[str, float] = {}
         self._free: tuple[float, int] = (0.0, 0)
         self.swept = 0
@@ -228,7 +237,14 @@ class Store:
     async def purged_since(self, meta: EntryMeta, since: float) -> bool:
         """A purge that came after a fill started covers what it fetched: it must not be
         committed (whichever worker process took the purge)."""
-        return await self._on_index(self.index.purged_since, meta.key, self.tags_of(meta), since)
+        return await self._purge_checks.call((meta.key, self.tags_of(meta), since))
+
+    def _check_purges(self, checks: list[PurgeCheck]) -> list[bool]:
+        return [self.index.purged_since(*check) for check in checks]
+
+    def _add_rows(self, rows: list[IndexRow]) -> list[None]:
+        self.index.add_many(rows)
+        return [None] * len(rows)
 
     async def entry_count(self) -> int:
         return await self._on_index(self.index.count)
@@ -346,16 +362,16 @@ class Store:
     async def _indexed(self, key_hash: str, meta: EntryMeta) -> None:
         """Index a committed entry. The entry is on disk whatever happens here: a failed
         index write (its disk is full too) is logged and healed by the next reconcile."""
+        row = (
+            key_hash,
+            meta.file_size(),
+            time.time(),
+            self.expiry_of(meta),
+            meta.key,
+            self.tags_of(meta),
+        )
         try:
-            await self._on_index(
-                self.index.add,
-                key_hash,
-                meta.file_size(),
-                time.time(),
-                self.expiry_of(meta),
-                meta.key,
-                self.tags_of(meta),
-            )
+            await self._adds.call(row)
         except sqlite3.Error as exc:
             self.index_stale = True
             log.warning("index_write_failed", key_hash=key_hash, error=str(exc))
