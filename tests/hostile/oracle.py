@@ -20,7 +20,7 @@ from tests.hostile.parse import Message
 
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 INTERNALS = (b"Traceback", b"object at 0x", b"aiohttp.", b"ClientConnectorError", b"Errno")
-POISON_MARK = b"POISON-"
+POISON = re.compile(rb"POISON-\d+")
 BOMB_MARK = BOMB[12:29]  # the IHDR chunk that declares 20000 x 20000 pixels
 
 
@@ -125,9 +125,11 @@ class Oracle:
         everything = response.raw_head + response.body
         if self.secret.encode() in everything:
             found.append("a response carries a secret sent in a request's header")
-        if POISON_MARK in response.body:
+        poison = POISON.search(response.body)
+        if poison is not None:
             found.append(
-                "wrong bytes: a response carries bytes the origin sent unasked on a pooled link"
+                "wrong bytes: a response carries bytes the origin sent unasked on a pooled link "
+                f"({poison.group().decode()})"
             )
         if 200 <= response.status < 300 and BOMB_MARK in response.body:
             found.append("a pixel flood passed the image guard")
