@@ -17,6 +17,7 @@ import collections
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ if str(REPO) not in sys.path:
 
 from tests.fake_origin import pattern_bytes  # noqa: E402
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOST = "127.0.0.1"  # loopback only: a benchmark helper is never reachable from the network
 
 
@@ -72,6 +74,12 @@ async def serve(port: int, routes: dict[str, Route]) -> None:
         etag = f'"{name}-{route.size}-{route.seed}"'
         return web.Response(body=bodies[name], headers={**headers, "ETag": etag})
 
+    await serve_until_stopped(answer, port)
+
+
+async def serve_until_stopped(answer: Handler, port: int) -> None:
+    """Answer every GET with `answer` on 127.0.0.1:`port` (0: any free port), print
+    `READY PORT` once listening, and stop on SIGTERM or SIGINT."""
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -9,8 +9,6 @@ fraction of it (a ratio that other load on a shared machine moves far less than 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -21,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.bulk_origin import serve_until_stopped  # noqa: E402
 from tests.fake_origin import pattern_bytes  # noqa: E402
 
-HOST = "127.0.0.1"  # loopback only: a benchmark helper is never reachable from the network
 
 
 def _object(text: str) -> tuple[str, bytes]:
@@ -41,20 +39,7 @@ async def serve(port: int, objects: dict[str, bytes]) -> None:
             raise web.HTTPNotFound()
         return web.Response(body=body, content_type="application/octet-stream")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, port, backlog=1024)
-    await site.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    print(f"READY {runner.addresses[0][1]}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(answer, port)
 
 
 def main() -> None:
