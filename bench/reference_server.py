@@ -23,7 +23,6 @@ from bench.bulk_origin import serve_until_stopped  # noqa: E402
 from tests.fake_origin import pattern_bytes  # noqa: E402
 
 
-
 def _object(text: str) -> tuple[str, bytes]:
     path, _, spec = text.partition("=")
     size, _, seed = spec.partition(":")
