@@ -258,7 +258,11 @@ class ClientConnection(RequestHandler):
         if self._refused or self._force_close:
             return
         if not data or not self._reading_head():
+            # Inside a body: heads pipelined behind it may arrive in this very read.
+            parsed_before = self._request_count
             super().data_received(data)
+            if self._request_count > parsed_before:
+                self._refuse_faulty_framing(self._request_count - parsed_before)
             return
         seen = self._head_tail + data
         end = seen.find(HEAD_END)

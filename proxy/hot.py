@@ -35,6 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 from aiohttp.web_response import SERVER_SOFTWARE
@@ -48,6 +49,8 @@ from proxy.respond import abort, client_headers
 from proxy.sendfile import send_range
 from proxy.wire import _serialize_headers
 from storage.lookup import OpenEntry
+
+log = structlog.get_logger("pixcache.hot")
 
 # Each entry keeps its body file open (and a sealed copy of a large checked body): at most
 # twice this many descriptors (counted in the worker's plan, proxy/connections.py).
@@ -153,19 +156,34 @@ class HotHits:
         if ttl <= 0:  # stale: the policy decides what happens (§4.2.4, RFC 5861)
             return None
         began = time.monotonic()
-        self._entries.move_to_end(key)
-        note_use(hot.primary)
         head = hot.head + b"Age: %d\r\nCache-Status: pixcache; hit; ttl=%d\r\n\r\n" % (
             int(hot.header_age + resident),
             int(ttl),
         )
+        # A descriptor of this hit's own, taken before any await: the entry may be dropped
+        # (and its descriptors closed, their numbers reused) while the head is sent.
         try:
-            await _write(request, hot, head)
-        except (ConnectionError, EOFError):
+            fd = (
+                -1
+                if hot.body is not None
+                else os.dup(hot.sealed_fd if hot.sealed_fd >= 0 else hot.fd)
+            )
+        except OSError:
+            return None  # out of descriptors: the full path answers (or says why not)
+        self._entries.move_to_end(key)
+        note_use(hot.primary)
+        try:
+            await _write(request, hot, head, fd)
+        except (OSError, EOFError) as exc:  # headers are out: cut it, never look complete
             abort(request)
+            if not isinstance(exc, ConnectionError):
+                log.error("hot_hit_failed", key=key, error=str(exc))
             record_request(request, Served(499, HIT, client_gone=True), began)
         else:
             record_hit(request, hot.length, began, hot.log_head)
+        finally:
+            if fd >= 0:
+                os.close(fd)
         return SENT
 
     def _still_valid(self, key: str, hot: HotEntry) -> bool:
@@ -207,14 +225,41 @@ class HotHits:
         policy = effective_headers(stored, self.targets)
         if "date" not in stored or "no-cache" in cache_control_of(policy):
             return
+        try:
+            hot = self._prepare(key, primary, entry, head_path, stored, policy)
+        except OSError as exc:  # descriptors or memory short: this hit goes on without it
+            log.warning("hot_entry_not_kept", key=key, error=str(exc))
+            return
+        if hot is None:
+            return
+        self._entries[key] = hot
+        self._bytes += hot.cost()
+        while len(self._entries) > MAX_HOT_ENTRIES or self._bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _prepare(
+        self,
+        key: str,
+        primary: str,
+        entry: OpenEntry,
+        head_path: str,
+        stored: CIMultiDict[str],
+        policy: Any,
+    ) -> HotEntry | None:
+        meta, body = entry.meta, entry.checked
         timing = Timing(meta.request_time, meta.response_time)
         sealed = body is not None and len(body) >= SEALED_FROM
         fd = os.dup(entry.fd)
-        body_stat = os.fstat(fd)
-        if body_stat.st_size != meta.body_length:
+        try:
+            body_stat = os.fstat(fd)
+            if body_stat.st_size != meta.body_length:
+                os.close(fd)
+                return None
+            sealed_fd = _sealed_copy(body) if sealed and body is not None else -1
+        except BaseException:
             os.close(fd)
-            return
-        self._entries[key] = HotEntry(
+            raise
+        return HotEntry(
             primary=primary,
             head_path=head_path,
             head_id=(
@@ -227,7 +272,7 @@ class HotHits:
             body_id=(body_stat.st_ino, body_stat.st_size, body_stat.st_mtime_ns),
             length=meta.body_length,
             body=body if not sealed else None,
-            sealed_fd=_sealed_copy(body) if sealed else -1,
+            sealed_fd=sealed_fd,
             head=_render_head(stored, meta.body_length),
             lifetime=freshness_lifetime(meta.status, policy, timing),
             initial_age=current_age(policy, timing, meta.response_time),
@@ -235,9 +280,6 @@ class HotHits:
             response_time=meta.response_time,
             log_head=hit_log_head(key, meta.body_length),
         )
-        self._bytes += self._entries[key].cost()
-        while len(self._entries) > MAX_HOT_ENTRIES or self._bytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
 
     def _drop(self, key: str) -> None:
         hot = self._entries.pop(key, None)
@@ -280,7 +322,8 @@ def _render_head(stored: CIMultiDict[str], length: int) -> bytes:
     return _serialize_headers("HTTP/1.1 200 OK", headers)[:-2]
 
 
-async def _write(request: web.Request, hot: HotEntry, head: bytes) -> None:
+async def _write(request: web.Request, hot: HotEntry, head: bytes, fd: int) -> None:
+    """The head and body: the body's bytes with the head, or by sendfile from `fd`."""
     writer = request.writer
     if hot.body is not None:
         await writer.write_eof(head + hot.body)
@@ -290,12 +333,7 @@ async def _write(request: web.Request, hot: HotEntry, head: bytes) -> None:
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client connection closed")
-    # A descriptor of our own: this entry may be dropped (and its fd closed) meanwhile.
-    fd = os.dup(hot.sealed_fd if hot.sealed_fd >= 0 else hot.fd)
-    try:
-        await send_range(transport, fd, 0, hot.length)
-    finally:
-        os.close(fd)
+    await send_range(transport, fd, 0, hot.length)
     await writer.write_eof()
 
 

@@ -22,7 +22,9 @@ _request_log = structlog.get_logger("pixcache.request")
 
 
 # Lines written at once: up to the size a pipe writes atomically (PIPE_BUF on Linux), so
-# that the lines of several workers sharing stdout never interleave.
+# that the lines of several workers sharing stdout never interleave. A line longer than that
+# (a path near --max-header-size) goes out in a write of its own, whole into a file but, into
+# a pipe, possibly interleaved with another worker's, as structlog's own lines always were.
 BATCH_BYTES = 4096
 
 

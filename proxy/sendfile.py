@@ -18,11 +18,22 @@ MAX_CALL_BYTES = 1 << 20
 
 async def flush_transport(transport: asyncio.Transport) -> None:
     """Wait until everything written through the transport has reached the socket, so that
-    bytes we send around it keep their order."""
-    while transport.get_write_buffer_size():
-        if transport.is_closing():
-            raise ConnectionResetError("client connection closed")
-        await asyncio.sleep(0.001)
+    bytes we send around it keep their order. The connection's send deadline runs while
+    this waits (a client that stopped reading is cut, proxy/connections.py)."""
+    if not transport.get_write_buffer_size():
+        return
+    protocol = transport.get_protocol()
+    send_deadline = getattr(protocol, "sending_stalled", None) is not None
+    try:
+        while transport.get_write_buffer_size():
+            if transport.is_closing():
+                raise ConnectionResetError("client connection closed")
+            if send_deadline:  # armed again should the transport have resumed meanwhile
+                protocol.sending_stalled()  # type: ignore[attr-defined]
+            await asyncio.sleep(0.001)
+    finally:
+        if send_deadline:
+            protocol.sending_resumed()  # type: ignore[attr-defined]
 
 
 async def send_range(transport: asyncio.Transport, fd: int, offset: int, count: int) -> None:

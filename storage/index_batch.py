@@ -23,6 +23,13 @@ class IndexBatch(Generic[Item, Result]):
         self.run_many = run_many  # runs on the index thread: one result per item, in order
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self._running = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def settled(self) -> None:
+        """Return once every call made so far has run (so that a call made directly on the
+        index thread afterwards runs after them)."""
+        if self._drainer is not None and not self._drainer.done():
+            await asyncio.shield(self._drainer)
 
     async def call(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
@@ -30,7 +37,7 @@ class IndexBatch(Generic[Item, Result]):
         self._waiting.append((item, answer))
         if not self._running:
             self._running = True
-            loop.create_task(self._drain())
+            self._drainer = loop.create_task(self._drain())
         return await answer
 
     async def _drain(self) -> None:

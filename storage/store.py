@@ -225,6 +225,7 @@ class Store:
     async def purge(self, key_hashes: list[str]) -> int:
         """Remove these entries (files and index rows); returns how many were on disk."""
         removed = await self._unlink(key_hashes)
+        await self._adds.settled()  # an add waiting in its batch must not bring a row back
         await self._on_index(self.index.remove, key_hashes)
         return removed
 
@@ -266,6 +267,7 @@ class Store:
 
     async def forget(self, key_hash: str) -> None:
         """Drop the index row of an entry that is gone (removed as corrupt, say)."""
+        await self._adds.settled()
         await self._on_index(self.index.remove, [key_hash])
 
     # -- bounds ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from proxy.config import Deadlines
 from proxy.errors import OriginTimeout, OriginUnavailable
 from proxy.origins.base import OriginResponse
 from proxy.origins.body_check import BodyLimits, checked_body
-from proxy.origins.pool import IdleGuardedConnector
+from proxy.origins.pool import IdleGuardedConnector, bodiless_request
 from proxy.redact import describe
 
 KEEPALIVE_SECONDS = 4.0
@@ -154,6 +154,7 @@ class HttpOrigin:
         url = self.base_url + path_qs
         clock = _FetchClock(self.deadlines)
         _clock.set(clock)
+        bodiless_request.set(body is None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadlines.total
         response: aiohttp.ClientResponse | None = None

@@ -17,6 +17,7 @@ HTTP/1.1 client can.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import select
 from typing import Any
@@ -37,8 +38,9 @@ class _IdleGuardedProtocol(ResponseHandler):
     def start_timeout(self) -> None:
         # aiohttp calls this just before it writes a request without a body, with no
         # await in between: bytes already here were sent before the request existed. The
-        # request then fails (502) rather than take them for its answer.
-        if self.reused and not _quiet(self):
+        # request then fails (502) rather than take them for its answer. (It also calls
+        # it once a request's body has gone out, when bytes here may be the answer.)
+        if self.reused and bodiless_request.get() and not _quiet(self):
             self.force_close()
             if self.transport is not None:
                 self.transport.close()
@@ -65,6 +67,11 @@ def _quiet(protocol: ResponseHandler) -> bool:
     return not poller.poll(0)
 
 
+# Whether the request being sent in this context has no body (see start_timeout); the
+# HTTP origin sets it per fetch.
+bodiless_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "pixcache_bodiless_request", default=True
+)
 # Readable (bytes or FIN), peer closed its side, or an error: any of them means unasked.
 _UNREAD = select.POLLIN | select.POLLPRI | select.POLLRDHUP | select.POLLERR | select.POLLHUP
 

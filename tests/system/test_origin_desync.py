@@ -6,6 +6,7 @@ request with Transfer-Encoding is refused and ends its connection."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -126,3 +127,25 @@ async def test_http10_with_transfer_encoding_is_refused_and_closes(tmp_path: Pat
     assert answer.status == 400
     assert answer.body.count(b"HTTP/1.1") == 0  # nothing answered after the refusal
     assert origin.targets == []
+
+
+async def test_http10_with_transfer_encoding_behind_a_body_is_refused(tmp_path: Path) -> None:
+    origin = UnaskingOrigin()
+    async with pixcache_before(origin, tmp_path) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /first HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the head is parsed; its body has not arrived
+            writer.write(
+                b"0123456789"
+                b"GET /smuggled HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Connection: keep-alive\r\n\r\n0\r\n\r\n"
+            )
+            await writer.drain()
+            async with asyncio.timeout(10):
+                data = await reader.read(-1)
+        finally:
+            writer.close()
+    assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", data) == [b"200", b"400"]
+    assert b"/smuggled" not in b" ".join(origin.targets)

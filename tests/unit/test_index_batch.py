@@ -53,3 +53,25 @@ async def test_every_caller_is_answered(count: int) -> None:
         batch: IndexBatch[int, int] = IndexBatch(thread, lambda items: [-i for i in items])
         results = await asyncio.gather(*(batch.call(n) for n in range(count)))
     assert results == [-n for n in range(count)]
+
+
+async def test_settled_returns_once_every_call_made_so_far_has_run() -> None:
+    ran: list[int] = []
+    release = threading.Event()
+
+    def run_many(items: list[int]) -> list[None]:
+        release.wait(5)
+        ran.extend(items)
+        return [None] * len(items)
+
+    with ThreadPoolExecutor(1) as thread:
+        batch: IndexBatch[int, None] = IndexBatch(thread, run_many)
+        calls = [asyncio.create_task(batch.call(n)) for n in range(3)]
+        await asyncio.sleep(0.05)
+        settled = asyncio.create_task(batch.settled())
+        await asyncio.sleep(0.05)
+        assert not settled.done()
+        release.set()
+        await settled
+        assert sorted(ran) == [0, 1, 2]
+        await asyncio.gather(*calls)
