@@ -10,9 +10,9 @@ receives anything while idle is closed instead, and never leaves the pool again.
 Bytes the event loop has not read yet are looked for too: a pooled connection is peeked at
 (without reading) when a request takes it, and one with bytes waiting, or closed by the
 origin, is dropped for the next; and again in the same step that writes a bodiless
-request, so on loopback nothing sent before the request can pass for its answer. Bytes
-that arrive after the request has been sent cannot be told apart from its answer; no
-HTTP/1.1 client can.
+request (then aiohttp sends it again on another connection), so nothing sent before the
+request can pass for its answer. Bytes that arrive after the request has been sent cannot
+be told apart from its answer; no HTTP/1.1 client can.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import functools
 import select
 from typing import Any
 
+from aiohttp.client_exceptions import ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import TCPConnector
 
@@ -38,12 +39,15 @@ class _IdleGuardedProtocol(ResponseHandler):
     def start_timeout(self) -> None:
         # aiohttp calls this just before it writes a request without a body, with no
         # await in between: bytes already here were sent before the request existed. The
-        # request then fails (502) rather than take them for its answer. (It also calls
-        # it once a request's body has gone out, when bytes here may be the answer.)
+        # connection is dropped before anything is written, and aiohttp sends the
+        # (idempotent) request again on another connection, as after any reused connection
+        # the server closed (RFC 9112 §9.3.1). (aiohttp also calls this once a request's
+        # body has gone out, when bytes here may be the answer: not checked then.)
         if self.reused and bodiless_request.get() and not _quiet(self):
             self.force_close()
             if self.transport is not None:
                 self.transport.close()
+            raise ServerDisconnectedError("unasked bytes on a pooled connection")
         super().start_timeout()
 
     def data_received(self, data: bytes) -> None:
