@@ -63,16 +63,7 @@ class Index:
     ) -> None:
         """Index an entry: its size, use and expiry for eviction; its request path and
         tags (Surrogate-Key) for purging."""
-        db = self._conn()
-        with _immediate(db):
-            db.execute(
-                "INSERT OR REPLACE INTO entries (key, size, used, expires) VALUES (?, ?, ?, ?)",
-                (key, size, used, expires),
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO entry_paths (key, path, tags) VALUES (?, ?, ?)",
-                (key, path, " " + " ".join(tags) + " "),
-            )
+        self.add_many([(key, size, used, expires, path, tags)])
 
     def add_many(self, rows: list[tuple[str, int, float, float, str, tuple[str, ...]]]) -> None:
         """`add` for several entries (key, size, used, expires, path, tags), in one

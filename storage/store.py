@@ -225,8 +225,7 @@ class Store:
     async def purge(self, key_hashes: list[str]) -> int:
         """Remove these entries (files and index rows); returns how many were on disk."""
         removed = await self._unlink(key_hashes)
-        await self._adds.settled()  # an add waiting in its batch must not bring a row back
-        await self._on_index(self.index.remove, key_hashes)
+        await self._unindex(key_hashes)
         return removed
 
     async def keys_under(self, prefix: str) -> list[str]:
@@ -267,8 +266,11 @@ class Store:
 
     async def forget(self, key_hash: str) -> None:
         """Drop the index row of an entry that is gone (removed as corrupt, say)."""
-        await self._adds.settled()
-        await self._on_index(self.index.remove, [key_hash])
+        await self._unindex([key_hash])
+
+    async def _unindex(self, key_hashes: list[str]) -> None:
+        await self._adds.settled()  # an add waiting in its batch must not bring a row back
+        await self._on_index(self.index.remove, key_hashes)
 
     # -- bounds ------------------------------------------------------------------------
     async def _make_room(self, incoming: int) -> None:
