@@ -395,16 +395,7 @@ class ClientConnection(RequestHandler):
             ):
                 for _ in range(len(new) - index):
                     self._messages.pop()
-                self._refused = True
-                self._cancel_head_timer()
-                metrics.CLIENT_CLOSES.labels("faulty-framing").inc()
-                log.info(
-                    "client_request_refused",
-                    status=400,
-                    reason="HTTP/1.0 with Transfer-Encoding",
-                    peer=str(self.peername),
-                )
-                self._queue_refusal(400, "faulty-framing")
+                self._refuse_head(400, "faulty-framing")
                 return
 
     def _answer_and_linger(self, status: int) -> None:

@@ -48,7 +48,9 @@ from proxy.policy.targeted import effective_headers
 from proxy.respond import abort, client_headers
 from proxy.sendfile import send_range
 from proxy.wire import _serialize_headers
+from storage.fileid import FileId
 from storage.lookup import OpenEntry
+from storage.publish import write_all
 
 log = structlog.get_logger("pixcache.hot")
 
@@ -76,7 +78,7 @@ PERSONAL_FIELDS = (
 class HotEntry:
     primary: str  # the key hash, for LRU uses
     head_path: str
-    head_id: tuple[int, int, int, int]  # dev, inode, size, mtime_ns: FileId of the head
+    head_id: FileId  # of the head that was read
     fd: int  # the body file, owned here
     body_id: tuple[int, int, int]  # its inode, size and mtime_ns when it was checked
     length: int
@@ -194,10 +196,7 @@ class HotHits:
             self._drop(key)
             return False
         if (
-            st.st_ino != hot.head_id[1]
-            or st.st_mtime_ns != hot.head_id[3]
-            or st.st_size != hot.head_id[2]
-            or st.st_dev != hot.head_id[0]
+            FileId.of(st) != hot.head_id
             or (body.st_ino, body.st_size, body.st_mtime_ns) != hot.body_id
             or not body.st_nlink  # removed from its directory
         ):
@@ -248,30 +247,25 @@ class HotHits:
     ) -> HotEntry | None:
         meta, body = entry.meta, entry.checked
         timing = Timing(meta.request_time, meta.response_time)
-        sealed = body is not None and len(body) >= SEALED_FROM
+        large = body if body is not None and len(body) >= SEALED_FROM else None
         fd = os.dup(entry.fd)
         try:
             body_stat = os.fstat(fd)
             if body_stat.st_size != meta.body_length:
                 os.close(fd)
                 return None
-            sealed_fd = _sealed_copy(body) if sealed and body is not None else -1
+            sealed_fd = _sealed_copy(large) if large is not None else -1
         except BaseException:
             os.close(fd)
             raise
         return HotEntry(
             primary=primary,
             head_path=head_path,
-            head_id=(
-                entry.head_id.dev,
-                entry.head_id.ino,
-                entry.head_id.size,
-                entry.head_id.mtime_ns,
-            ),
+            head_id=entry.head_id,
             fd=fd,
             body_id=(body_stat.st_ino, body_stat.st_size, body_stat.st_mtime_ns),
             length=meta.body_length,
-            body=body if not sealed else None,
+            body=body if large is None else None,
             sealed_fd=sealed_fd,
             head=_render_head(stored, meta.body_length),
             lifetime=freshness_lifetime(meta.status, policy, timing),
@@ -297,9 +291,7 @@ def _sealed_copy(body: bytes) -> int:
     bytes or its size afterwards (memfd_create(2), F_SEAL_*)."""
     fd = os.memfd_create("pixcache-hot-body", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, body)
         seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
     except BaseException:

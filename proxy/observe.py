@@ -119,12 +119,8 @@ def record_hit(request: web.Request, body_bytes: int, began: float, log_head: st
 
 
 def _count_hit(body_bytes: int) -> None:
-    hits, cache_bytes = _requests_by_label.get(("hit", 200)), _bytes_by_source.get(True)
-    if hits is None or cache_bytes is None:  # the first hit: look the children up
-        _count(Served(200, HIT, body_bytes=body_bytes))
-        return
-    hits.inc()
-    cache_bytes.inc(body_bytes)
+    _requests_counter("hit", 200).inc()
+    _bytes_counter(True).inc(body_bytes)
 
 
 def _count(served: Served) -> None:
@@ -136,18 +132,25 @@ def _count(served: Served) -> None:
             metrics.ORIGIN_SECONDS.labels(stage).observe(seconds)
     if served.error is not None and not cache.collapsed:
         metrics.ORIGIN_ERRORS.labels(served.error.stage or "-", served.error.event).inc()
-    served_bytes = _bytes_by_source.get(cache.hit)
-    if served_bytes is None:
-        source = "cache" if cache.hit else "origin"
-        served_bytes = _bytes_by_source[cache.hit] = metrics.BYTES_SERVED.labels(source)
-    served_bytes.inc(served.body_bytes)
-    label = (cache.outcome, served.status)
-    counter = _requests_by_label.get(label)
+    _bytes_counter(cache.hit).inc(served.body_bytes)
+    _requests_counter(cache.outcome, served.status).inc()
+
+
+def _requests_counter(outcome: str, status: int) -> Any:
+    counter = _requests_by_label.get((outcome, status))
     if counter is None:
-        counter = _requests_by_label[label] = metrics.REQUESTS.labels(
-            cache.outcome, str(served.status)
+        counter = _requests_by_label[outcome, status] = metrics.REQUESTS.labels(
+            outcome, str(status)
         )
-    counter.inc()
+    return counter
+
+
+def _bytes_counter(from_cache: bool) -> Any:
+    counter = _bytes_by_source.get(from_cache)
+    if counter is None:
+        source = "cache" if from_cache else "origin"
+        counter = _bytes_by_source[from_cache] = metrics.BYTES_SERVED.labels(source)
+    return counter
 
 
 def _forget_children() -> None:

@@ -10,7 +10,9 @@ only the original descriptor number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 
 # The most one sendfile() call moves; bounds the time one call holds the event loop.
 MAX_CALL_BYTES = 1 << 20
@@ -22,18 +24,12 @@ async def flush_transport(transport: asyncio.Transport) -> None:
     this waits (a client that stopped reading is cut, proxy/connections.py)."""
     if not transport.get_write_buffer_size():
         return
-    protocol = transport.get_protocol()
-    send_deadline = getattr(protocol, "sending_stalled", None) is not None
-    try:
+    with _send_deadline(transport) as arm:
         while transport.get_write_buffer_size():
             if transport.is_closing():
                 raise ConnectionResetError("client connection closed")
-            if send_deadline:  # armed again should the transport have resumed meanwhile
-                protocol.sending_stalled()  # type: ignore[attr-defined]
+            arm()  # again, should the transport have resumed meanwhile
             await asyncio.sleep(0.001)
-    finally:
-        if send_deadline:
-            protocol.sending_resumed()  # type: ignore[attr-defined]
 
 
 async def send_range(transport: asyncio.Transport, fd: int, offset: int, count: int) -> None:
@@ -65,18 +61,30 @@ async def send_range(transport: asyncio.Transport, fd: int, offset: int, count: 
 async def _writable(loop: asyncio.AbstractEventLoop, fd: int, transport: asyncio.Transport) -> None:
     ready = loop.create_future()
     loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
-    # The connection's send deadline runs while the socket is full (proxy/connections.py
-    # cuts the connection when it passes); the transport closing is checked every second.
-    protocol = transport.get_protocol()
-    send_deadline = getattr(protocol, "sending_stalled", None) is not None
-    if send_deadline:
-        protocol.sending_stalled()  # type: ignore[attr-defined]
+    # The send deadline runs while the socket is full; the transport closing is checked
+    # every second.
     try:
-        while not ready.done():
-            if transport.is_closing():
-                raise ConnectionResetError("client connection closed")
-            await asyncio.wait([ready], timeout=1.0)
+        with _send_deadline(transport) as arm:
+            arm()
+            while not ready.done():
+                if transport.is_closing():
+                    raise ConnectionResetError("client connection closed")
+                await asyncio.wait([ready], timeout=1.0)
     finally:
         loop.remove_writer(fd)
-        if send_deadline:
-            protocol.sending_resumed()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _send_deadline(transport: asyncio.Transport) -> Iterator[Callable[[], None]]:
+    """The client connection's send deadline (proxy/connections.py cuts the connection when
+    it passes), for a wait on a client that takes no bytes: `arm()` starts it, and it stops
+    when the wait ends. Connections without one (aiohttp's own, in tests) get a no-op."""
+    protocol = transport.get_protocol()
+    stalled = getattr(protocol, "sending_stalled", None)
+    if stalled is None:
+        yield lambda: None
+        return
+    try:
+        yield stalled
+    finally:
+        protocol.sending_resumed()  # type: ignore[attr-defined]
