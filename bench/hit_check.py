@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.bulk_origin import start_ready  # noqa: E402
 from bench.probes import (  # noqa: E402
     KIB,
     MIB,
@@ -63,13 +64,7 @@ def start_reference() -> tuple[subprocess.Popen, str]:
     args = [sys.executable, "-m", "bench.reference_server", "--port", "0"]
     for path, (size, seed) in OBJECTS.items():
         args += ["--gen", f"{path}={size}:{seed}"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise BenchError(f"reference server did not start: {line!r}")
-    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+    return start_ready(args)
 
 
 def warm(url: str, cache_dir: Path) -> None:
