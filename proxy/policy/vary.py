@@ -12,7 +12,8 @@ def vary_fields(response_headers: Headers) -> tuple[str, ...]:
 
 
 def normalized_value(request_headers: Headers, name: str) -> str | None:
-    """A request header's value as it takes part in a key.
+    """A request header's field lines combined and their whitespace runs collapsed: the
+    first step of selecting_value (and all that versions before it stored).
 
     RFC 9111 §4.1: values may be normalised (whitespace, combining of several field lines)
     before comparing, so "gzip,  br" and "gzip, br" select the same variant. An absent header
