@@ -22,9 +22,14 @@ import functools
 import select
 from typing import Any
 
+import structlog
 from aiohttp.client_exceptions import ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import TCPConnector
+
+from proxy.origins.framing import ExactLengthParser
+
+log = structlog.get_logger("pixcache.origin")
 
 
 class _IdleGuardedProtocol(ResponseHandler):
@@ -35,6 +40,14 @@ class _IdleGuardedProtocol(ResponseHandler):
         # aiohttp calls this when a request takes the connection, before it is sent.
         self.idle = False
         super().set_response_params(**kwargs)
+        # Bytes past the response's Content-Length are dropped, and the connection with it.
+        self._parser = ExactLengthParser(
+            self._parser, skip_payload=kwargs.get("skip_payload", False), on_excess=self._excess
+        )
+
+    def _excess(self) -> None:
+        log.warning("body_longer_than_length")
+        self.force_close()
 
     def start_timeout(self) -> None:
         # aiohttp calls this just before it writes a request without a body, with no
