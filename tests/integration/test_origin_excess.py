@@ -13,7 +13,9 @@ from tests.raw_origin import RawOrigin, body_for
 EXCESS = {
     "garbage": b"0123456789",
     # A whole response: read as the answer to the next request, it would poison /b.
-    "a response": b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 6\r\n\r\nPOISON",
+    "a response": (
+        b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 6\r\n\r\nPOISON"
+    ),
 }
 
 
