@@ -294,6 +294,10 @@ class Handler:
                 detail=head.detail or None,
             )
             headers = client_headers(head.headers, cache.render())
+            if head.status == 200 and head.stored:
+                # RFC 9110 §14.3: ranges of it will be served, as its hits say (nginx in
+                # front caches ranges only of responses that carry this).
+                headers.setdefault("Accept-Ranges", "bytes")
             full_body = request.method == "GET" and head.status == 200
             request[PENDING_KEY] = Served(
                 head.status, cache, head.timings, body_bytes=(head.content_length or 0) * full_body
