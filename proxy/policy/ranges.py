@@ -38,10 +38,12 @@ def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
     unit, sep, spec = value.strip().partition("=")
     if not sep or unit.strip().lower() != "bytes":
         return None
-    parts = [p.strip() for p in spec.split(",")]
+    # RFC 9110 §5.6.1.2: empty list elements are ignored.
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
     if not parts or len(parts) > MAX_RANGES:
         return None
     ranges: list[ByteRange] = []
+    empty_but_satisfiable = False
     for part in parts:
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
@@ -51,7 +53,12 @@ def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
             if not last:
                 return None
             suffix = int(last)
-            if suffix == 0 or length == 0:
+            if suffix == 0:
+                continue
+            if length == 0:
+                # §14.1.1: of a zero-length representation, a non-zero suffix-range is the
+                # one satisfiable form; there are no bytes to send it as a 206 with.
+                empty_but_satisfiable = True
                 continue
             ranges.append(ByteRange(max(0, length - suffix), length - 1))
             continue
@@ -63,6 +70,8 @@ def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
             continue  # unsatisfiable on its own
         ranges.append(ByteRange(start, end))
     if not ranges:
+        if empty_but_satisfiable:
+            return None  # §14.2: ignore the Range, the (empty) whole is the answer
         raise Unsatisfiable()
     return coalesced(ranges)
 
