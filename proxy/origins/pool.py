@@ -13,6 +13,10 @@ origin, is dropped for the next; and again in the same step that writes a bodile
 request (then aiohttp sends it again on another connection), so nothing sent before the
 request can pass for its answer. Bytes that arrive after the request has been sent cannot
 be told apart from its answer; no HTTP/1.1 client can.
+
+Bytes that arrive with a response but past its Content-Length are kept from the parser
+(proxy/origins/framing.py): the response is read as the origin framed it, and its
+connection is closed instead of going back to the pool.
 """
 
 from __future__ import annotations
