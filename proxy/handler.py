@@ -22,12 +22,11 @@ from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request, request_id
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
-from proxy.policy.directives import Headers, cache_control_of
+from proxy.policy.directives import cache_control_of
 from proxy.policy.freshness import Timing, current_age, freshness_lifetime
 from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
 from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
-from proxy.policy.storable import may_serve_stored
 from proxy.policy.targeted import SURROGATE_CAPABILITY, effective_headers
 from proxy.policy.vary import vary_matches, vary_values
 from proxy.respond import (
@@ -170,7 +169,8 @@ class Handler:
             # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
             return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
         # A request with Authorization fills too (forwarding it): its response is stored
-        # and shared only where §3.5 allows (may_store), else it goes to this client alone.
+        # and shared only where §3.5 allows (may_store), else it goes to this client
+        # alone; only requests with the same credentials join its fill (fills.joining_key).
         return await self.fill_and_serve(request, key, found)
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
@@ -279,12 +279,6 @@ class Handler:
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
-            if not leader and not may_serve_stored(request.headers, self._policy_of(head)).ok:
-                # §3.5: a request with Authorization takes a shared response only where a
-                # stored one could answer it; it fetches with its own credentials instead.
-                return await self.relay(
-                    request, key, CacheStatus(fwd="request", detail="authorization")
-                )
             cache = CacheStatus(
                 fwd=found.fwd,
                 fwd_status=head.origin_status or head.status,
@@ -330,14 +324,10 @@ class Handler:
         )
         return await self.serve_hit(request, found.take(), cache)
 
-    def _policy_of(self, head: FillHead) -> Headers:
-        """The fields the policy reads from a fill's response (RFC 9213 targeted ones)."""
-        return effective_headers(head.headers, self.targets)
-
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()
         timing = Timing(now, now)
-        headers = self._policy_of(head)
+        headers = effective_headers(head.headers, self.targets)
         return freshness_lifetime(head.status, headers, timing) - current_age(headers, timing, now)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from proxy.app import FILLS_KEY
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
-from tests.integration.test_hostile_requests import proxy_has_waiter
 
 ALICE = {"Authorization": "Bearer alice-token"}
 BOB = {"Authorization": "Bearer bob-token"}
@@ -155,64 +155,88 @@ async def test_vary_authorization_keeps_each_users_public_answer_apart(
     assert origin.seen == [ALICE["Authorization"], BOB["Authorization"]]
 
 
-async def coalesced(
-    origin: AuthOrigin, proxy: Proxy, path: str, first: dict[str, str], second: dict[str, str]
+async def concurrent(
+    origin: AuthOrigin, proxy: Proxy, path: str, first: dict[str, str], *later: dict[str, str]
 ) -> list[tuple[int, bytes, str]]:
-    """`first` starts a fill the origin holds; `second` joins it; then the origin answers."""
+    """`first` starts a fill the origin holds; the `later` requests arrive while it is in
+    flight (each has started a fill of its own or joined one); then the origin answers."""
+    assert proxy.app is not None
+    fills = proxy.app[FILLS_KEY]
     origin.gate = asyncio.Event()
-    leader = asyncio.create_task(proxy.get(path, headers=first))
+    tasks = [asyncio.create_task(proxy.get(path, headers=first))]
     await origin.arrived.wait()
-    waiter = asyncio.create_task(proxy.get(path, headers=second))
-    while not proxy_has_waiter(proxy):  # the second request joined the fill in flight
+    tasks += [asyncio.create_task(proxy.get(path, headers=h)) for h in later]
+    # Every later request has started a fill or joined one (counted as a waiter).
+    while fills.running + sum(f.waiters for f in fills.in_flight.values()) < 1 + len(later):
         await asyncio.sleep(0.01)
     origin.gate.set()
     results = []
-    for task in (leader, waiter):
+    for task in tasks:
         resp, body = await task
         results.append((resp.status, body, cache_status(resp)))
     return results
 
 
-async def test_a_waiter_with_other_credentials_fetches_its_own_private_answer(
+async def test_another_users_request_never_gets_a_private_answer_in_flight(
     auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy
 ) -> None:
-    """Invariant 3's exception: an answer that may not be shared goes to the leader only;
-    the waiter, coalesced into the leader's fill, makes its own request."""
+    """A request with other credentials does not join the fill: it fetches with its own
+    once that fill has its answer (one fetch in flight per key), and nothing is stored."""
     origin, url = auth_origin
     proxy = await make_proxy(url)
-    (_, a, _), (_, b, waiter_cs) = await coalesced(
-        origin, proxy, "/doc?cc=max-age%3D600", ALICE, BOB
-    )
+    (_, a, _), (_, b, second) = await concurrent(origin, proxy, "/doc?cc=max-age%3D600", ALICE, BOB)
     assert a == b"secret of alice" and b == b"secret of bob"
-    assert sorted(origin.seen, key=str) == [ALICE["Authorization"], BOB["Authorization"]]
-    assert "hit" not in waiter_cs.split("; ")
+    assert origin.seen == [ALICE["Authorization"], BOB["Authorization"]]
+    assert "hit" not in second.split("; ") and "collapsed" not in second
     assert not proxy.entry_files()
 
 
-async def test_an_anonymous_fill_is_not_shared_with_an_authorized_waiter(
+async def test_an_anonymous_answer_in_flight_is_not_given_to_an_authorized_request(
     auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy
 ) -> None:
-    """The anonymous view is stored and shareable, but not with a request that carries
-    Authorization and may be owed a different answer (as for a stored entry)."""
+    """The anonymous view is stored; the authorized request that came meanwhile finds it
+    and, as for any stored entry without public, s-maxage or must-revalidate, fetches."""
     origin, url = auth_origin
     proxy = await make_proxy(url)
-    (_, anon, _), (_, b, waiter_cs) = await coalesced(
-        origin, proxy, "/doc?cc=max-age%3D600", {}, BOB
-    )
+    (_, anon, _), (_, b, second) = await concurrent(origin, proxy, "/doc?cc=max-age%3D600", {}, BOB)
     assert anon == b"anonymous view" and b == b"secret of bob"
-    assert 'detail="authorization"' in waiter_cs
-    assert sorted(origin.seen, key=str) == [BOB["Authorization"], None]
+    assert 'detail="authorization"' in second
+    assert origin.seen == [None, BOB["Authorization"]]
 
 
-async def test_a_public_answer_is_shared_by_coalesced_users(
+async def test_a_public_answer_in_flight_is_shared_with_another_user(
     auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy
 ) -> None:
     origin, url = auth_origin
     proxy = await make_proxy(url)
     path = "/doc?cc=public%2C%20max-age%3D600"
-    results = await coalesced(origin, proxy, path, ALICE, BOB)
+    results = await concurrent(origin, proxy, path, ALICE, BOB)
     assert [body for _, body, _ in results] == [b"secret of alice"] * 2
-    assert "collapsed" in results[1][2]
+    assert results[1][2].startswith("pixcache; hit")
     assert origin.seen == [ALICE["Authorization"]]
     resp, got = await proxy.get(path)
     assert cache_status(resp).startswith("pixcache; hit") and got == b"secret of alice"
+
+
+async def test_one_users_request_does_not_undo_coalescing_for_everyone_else(
+    auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy
+) -> None:
+    """Anonymous requests that arrive while a user's fill (whose answer turns out private)
+    is in flight coalesce among themselves: one anonymous fetch, not one each."""
+    origin, url = auth_origin
+    proxy = await make_proxy(url)
+    results = await concurrent(origin, proxy, "/doc?cc=max-age%3D600", ALICE, {}, {}, {})
+    assert [body for _, body, _ in results] == [b"secret of alice"] + [b"anonymous view"] * 3
+    assert origin.seen == [ALICE["Authorization"], None]
+
+
+async def test_requests_with_the_same_credentials_share_one_fill(
+    auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy
+) -> None:
+    origin, url = auth_origin
+    proxy = await make_proxy(url)
+    path = "/doc?cc=public%2C%20max-age%3D600"
+    results = await concurrent(origin, proxy, path, ALICE, ALICE)
+    assert [body for _, body, _ in results] == [b"secret of alice"] * 2
+    assert "collapsed" in results[1][2]
+    assert origin.seen == [ALICE["Authorization"]]
