@@ -43,6 +43,10 @@ class ExactLengthParser:
         return self._parser.feed_eof()
 
     def feed_data(self, data: bytes) -> tuple[Any, bool, bytes]:
+        if not data:
+            # aiohttp's parser pauses while a body's reader is full and is resumed with an
+            # empty feed, which drains the bytes it holds: those were counted already.
+            return self._parser.feed_data(data)  # type: ignore[no-any-return]
         messages: list[Any] = []
         upgraded, tail = False, b""
         while data and not self._excess:

@@ -107,3 +107,14 @@ async def test_rfc9112_6_3_a_head_response_has_no_body_whatever_follows(split: s
     """§6.3 (1): the response to HEAD ends with its head; bytes after it are not a body."""
     status, _, closes = await _exchange(OK5 + b"hello", split, head=True)
     assert status == 200 and closes
+
+
+@pytest.mark.parametrize("split", ["whole", "at-body"])
+async def test_a_body_larger_than_the_readers_buffer_still_arrives_whole(split: str) -> None:
+    """aiohttp pauses its parser while the body's reader is full and resumes it with an
+    empty feed once read: the bytes it held must then still come, up to the length."""
+    body = bytes(range(256)) * 8192  # 2 MiB: far past the reader's buffer
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body + b"EXTRA"
+    async with asyncio.timeout(30):  # a parser never resumed would wait forever
+        status, got, closes = await _exchange(data, split)
+    assert status == 200 and got == body and closes
