@@ -12,7 +12,6 @@ download stops once the last of them has left (invariant 8)."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import metrics
 from proxy.errors import ProxyError
 from proxy.fill_freshen import freshened, read_fd
-from proxy.fill_head import NOT_FORWARDED_ON_FILL, RETRY, FillHead, FillSettings, Stale
+from proxy.fill_head import (
+    NOT_FORWARDED_ON_FILL,
+    RETRY,
+    FillHead,
+    FillSettings,
+    Stale,
+    complete_if_whole,
+    storage_fault,
+)
 from proxy.guard import ImageRejected
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.body_check import BodyLimits
@@ -116,7 +123,7 @@ class Fill:
             response = await origin.fetch("GET", self.key, fetch_headers)
         except ProxyError as exc:
             return self._fail(exc)
-        response_time = time.time()
+        response_time, response = time.time(), complete_if_whole(response)
         if response.status == 304 and self.stale is not None:
             return await self._freshen(store, response, settings, request_time, response_time)
         fields = vary_fields(response.headers)
@@ -196,7 +203,7 @@ class Fill:
             self.temp = store.begin()
             self.read_fd = self.temp.dup_fd()
         except OSError as exc:
-            return _storage_fault(exc)
+            return storage_fault(exc)
         return ""
 
     async def _stream(
@@ -207,7 +214,7 @@ class Fill:
                 try:
                     await self.temp.append(chunk)
                 except OSError as exc:
-                    self._stop_storing(_storage_fault(exc))
+                    self._stop_storing(storage_fault(exc))
                 else:
                     self.file_bytes = self.temp.written
                     if max_object_size is not None and self.temp.written > max_object_size:
@@ -391,11 +398,3 @@ class Fill:
         if self.stale is not None:
             os.close(self.stale.fd)
             self.stale = None
-
-
-def _storage_fault(exc: OSError) -> str:
-    """A short reason for an OSError of the store: disk full, quota, I/O error or other."""
-    name = {errno.ENOSPC: "enospc", errno.EDQUOT: "edquot", errno.EIO: "eio"}.get(
-        exc.errno or 0, "oserror"
-    )
-    return f"storage-{name}"

@@ -1,13 +1,17 @@
 """The small values a fill shares with the handler: what the origin answered (FillHead),
-what every fill obeys (FillSettings), what it revalidates (Stale)."""
+what every fill obeys (FillSettings), what it revalidates (Stale); and how a fill reads
+an answer (a 206 carrying the whole representation) or a storage fault."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import errno
+from dataclasses import dataclass, field, replace
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.guard import Guard
+from proxy.origins.base import OriginResponse
+from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
 from storage.entry import EntryMeta
 
@@ -56,3 +60,26 @@ class FillHead:
 # The fill waited for another process's fill of the key, which committed an entry: look
 # the key up again instead of fetching.
 RETRY = object()
+
+
+def complete_if_whole(response: OriginResponse) -> OriginResponse:
+    """A 206 whose Content-Range spans the whole representation, as the complete 200 it
+    is (RFC 9111 §3.4), so it is stored and answers any later range. Any other 206 stays a
+    206, which is never stored (proxy/policy/storable.py) nor served as a 200. Only with
+    a Content-Length, which the origin's body is checked against (body_check.py)."""
+    if response.status != 206 or response.content_length is None:
+        return response
+    length = whole_representation(response.headers.get("Content-Range"), response.content_length)
+    if length is None or len(response.headers.getall("Content-Range")) != 1:
+        return response
+    headers = CIMultiDict(response.headers)
+    del headers["Content-Range"]
+    return replace(response, status=200, headers=CIMultiDictProxy(headers), content_length=length)
+
+
+def storage_fault(exc: OSError) -> str:
+    """A short reason for an OSError of the store: disk full, quota, I/O error or other."""
+    name = {errno.ENOSPC: "enospc", errno.EDQUOT: "edquot", errno.EIO: "eio"}.get(
+        exc.errno or 0, "oserror"
+    )
+    return f"storage-{name}"

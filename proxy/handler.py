@@ -168,9 +168,9 @@ class Handler:
         if "no-store" in cache_control_of(request.headers):
             # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
             return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
-        if "authorization" in request.headers:
-            # §3.5: an authorized response is not shared unless it says so; fetch it alone.
-            return await self.relay(request, key, CacheStatus(fwd="bypass", detail="authorization"))
+        # A request with Authorization fills too (forwarding it): its response is stored
+        # and shared only where §3.5 allows (may_store), else it goes to this client
+        # alone; only requests with the same credentials join its fill (fills.joining_key).
         return await self.fill_and_serve(request, key, found)
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
@@ -288,6 +288,10 @@ class Handler:
                 detail=head.detail or None,
             )
             headers = client_headers(head.headers, cache.render())
+            if head.status == 200 and head.stored:
+                # RFC 9110 §14.3: ranges of it will be served, as its hits say (nginx in
+                # front caches ranges only of responses that carry this).
+                headers.setdefault("Accept-Ranges", "bytes")
             full_body = request.method == "GET" and head.status == 200
             request[PENDING_KEY] = Served(
                 head.status, cache, head.timings, body_bytes=(head.content_length or 0) * full_body
