@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDictProxy
 
 from proxy.guard import Guard
+from proxy.policy.freshness import RFC_ONLY, TtlPolicy
 from proxy.policy.storable import Verdict
 from storage.entry import EntryMeta
 
@@ -25,6 +26,7 @@ class FillSettings:
     max_object_size: int | None = None
     targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
     guard: Guard | None = None
+    ttl_policy: TtlPolicy = RFC_ONLY  # the operator's bounds on freshness lifetimes
 
 
 @dataclass

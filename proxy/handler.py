@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 
 import structlog
@@ -23,7 +24,7 @@ from proxy.observe import PENDING_KEY, Served, record_request, request_id
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
-from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, current_age, time_to_live
 from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
 from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
@@ -77,6 +78,7 @@ class Handler:
         fills: Fills,
         *,
         grace: float = 0.0,
+        ttl_policy: TtlPolicy = RFC_ONLY,
         targets: tuple[str, ...] = (),
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
@@ -85,7 +87,9 @@ class Handler:
         self.store = store
         self.origin = origin
         self.fills = fills
-        self.grace = grace  # seconds a stale entry may serve while the origin fails
+        self.ttl_policy = ttl_policy  # the operator's bounds on every freshness lifetime
+        # `grace`: seconds a stale entry may serve while the origin fails.
+        self.decide_reuse = partial(decide_reuse, grace=grace, ttl_policy=ttl_policy)
         self.targets = targets  # RFC 9213 targeted fields, most specific first
         self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
         # What a fill, fetched once for every client of the key, never forwards.
@@ -197,9 +201,7 @@ class Handler:
         meta = entry.meta
         stored = effective_headers(CIMultiDict(meta.headers), self.targets)
         timing = Timing(meta.request_time, meta.response_time)
-        return decide_reuse(
-            meta.status, stored, timing, request.headers, time.time(), grace=self.grace
-        )
+        return self.decide_reuse(meta.status, stored, timing, request.headers, time.time())
 
     async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
         meta = entry.meta
@@ -322,9 +324,8 @@ class Handler:
 
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()
-        timing = Timing(now, now)
         headers = effective_headers(head.headers, self.targets)
-        return freshness_lifetime(head.status, headers, timing) - current_age(headers, timing, now)
+        return time_to_live(head.status, headers, Timing(now, now), now, ttl_policy=self.ttl_policy)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer; nothing is stored."""
