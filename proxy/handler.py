@@ -51,6 +51,8 @@ log = structlog.get_logger("pixcache.request")
 # RFC 9110 §9.2.1: the safe methods. Anything else invalidates (RFC 9111 §4.4).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CACHED_METHODS = frozenset({"GET", "HEAD"})
+# Reuse outcomes that let a response a fill already received answer a request that joins it.
+REUSED = frozenset({Action.FRESH, Action.STALE_OK})
 # Lookups per request: a fill that waited for another process's fill looks up again.
 LOOKUPS = 3
 
@@ -256,6 +258,8 @@ class Handler:
             if found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, None)
             return await self.error(request, exc, CacheStatus(fwd=found.fwd))
+        # Joined after the origin answered: the response is reused, not awaited (RFC 9111 §4).
+        late = not leader and fill.head.done()
         try:
             try:
                 head = await asyncio.shield(fill.head)
@@ -281,6 +285,10 @@ class Handler:
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
+            if late and (reuse := self._reuse_received(request, head)).action not in REUSED:
+                # §4: only a fresh (or acceptably stale) response is reused without
+                # validation; this request goes to the origin on its own.
+                return await self.relay(request, key, CacheStatus(fwd=reuse.fwd or "stale"))
             cache = CacheStatus(
                 fwd=found.fwd,
                 fwd_status=head.origin_status or head.status,
@@ -321,6 +329,11 @@ class Handler:
             detail="stale-if-error",
         )
         return await self.serve_hit(request, found.take(), cache)
+
+    def _reuse_received(self, request: web.Request, head: FillHead) -> Reuse:
+        now = time.time()
+        headers = effective_headers(head.headers, self.targets)
+        return self.decide_reuse(head.status, headers, Timing(now, now), request.headers, now)
 
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()

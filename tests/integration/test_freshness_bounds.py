@@ -196,3 +196,34 @@ async def test_rfc9111_5_3_an_invalid_expires_is_already_expired(
     resp, body = await proxy.get("/exp")
     assert body == b"e" and not is_hit(resp) and "fwd=stale" in params(resp)
     assert origin_headers(origin, "/exp")[-1]["If-None-Match"] == '"e"'
+
+
+# -- RFC 9111 §4: a request that joins a fill after the origin answered reuses its response -
+
+
+@pytest.mark.parametrize(
+    ("headers", "reused"),
+    [
+        ({"Cache-Control": "max-age=600"}, True),  # fresh: reused, one origin request
+        ({"Cache-Control": "max-age=600, no-cache"}, False),  # §5.2.2.4: validate first
+        ({"Cache-Control": "max-age=0"}, False),  # stale on arrival
+        ({"Expires": "0"}, False),  # §5.3: already expired
+        ({"Cache-Control": "max-age=600", "Age": "700"}, False),  # older than its lifetime
+    ],
+    ids=["fresh", "no-cache", "max-age-0", "expires-0", "age-past-max-age"],
+)
+async def test_rfc9111_4_a_late_joiner_reuses_only_a_fresh_response(
+    origin: FakeOrigin, proxy: Proxy, headers: dict[str, str], reused: bool
+) -> None:
+    """A request that arrives while a fill is still streaming, after the origin's answer
+    came in, is served from that fill only if the answer may be reused for it like a
+    stored response: fresh, or stale where allowed. Otherwise it goes to the origin."""
+    slow = Obj(size=256 * 1024, seed=3, chunk_interval=0.02, headers={**headers, "ETag": '"s"'})
+    origin.add("/slow", slow)
+    async with proxy.client.get(proxy.url + "/slow") as first:
+        assert first.status == 200  # the fill has its head and is still streaming
+        second, body = await proxy.get("/slow")
+        assert second.status == 200 and len(body) == 256 * 1024
+        assert ("collapsed" in params(second)) is reused
+        assert origin.hits["/slow"] == (1 if reused else 2)
+        assert len(await first.read()) == 256 * 1024
