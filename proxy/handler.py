@@ -252,14 +252,14 @@ class Handler:
     async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
         """Join or start the key's fill and stream its response; None when another process
         committed the key meanwhile and the caller should look it up again."""
+        if await self._wait_to_validate(request, found.coalesce_key):
+            return None
         try:
             fill, leader, reader = self.fills.join_or_start(self._fill_for(request, key, found))
         except Overloaded as exc:
             if found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, None)
             return await self.error(request, exc, CacheStatus(fwd=found.fwd))
-        # Joined after the origin answered: the response is reused, not awaited (RFC 9111 §4).
-        late = not leader and fill.head.done()
         try:
             try:
                 head = await asyncio.shield(fill.head)
@@ -285,10 +285,6 @@ class Handler:
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
-            if late and (reuse := self._reuse_received(request, head)).action not in REUSED:
-                # §4: only a fresh (or acceptably stale) response is reused without
-                # validation; this request goes to the origin on its own.
-                return await self.relay(request, key, CacheStatus(fwd=reuse.fwd or "stale"))
             cache = CacheStatus(
                 fwd=found.fwd,
                 fwd_status=head.origin_status or head.status,
@@ -330,10 +326,24 @@ class Handler:
         )
         return await self.serve_hit(request, found.take(), cache)
 
-    def _reuse_received(self, request: web.Request, head: FillHead) -> Reuse:
-        now = time.time()
+    async def _wait_to_validate(self, request: web.Request, coalesce_key: str) -> bool:
+        """RFC 9111 §4: the answer of a fill in flight that came in before this request is
+        reused like a stored response: only fresh (or stale where allowed). Otherwise wait
+        for the fill to end and return True: the request then validates what it stored."""
+        fill = self.fills.in_flight.get(coalesce_key)
+        done = fill is not None and fill.head.done() and not fill.head.cancelled()
+        if fill is None or not done or fill.head.exception() is not None:
+            return False
+        head, now = fill.head.result(), time.time()
+        if not isinstance(head, FillHead) or not head.shared:
+            return False
         headers = effective_headers(head.headers, self.targets)
-        return self.decide_reuse(head.status, headers, Timing(now, now), request.headers, now)
+        reuse = self.decide_reuse(head.status, headers, Timing(now, now), request.headers, now)
+        if reuse.action in REUSED:
+            return False
+        while not fill.finished:  # the fill's own deadlines bound this
+            await fill.wait_progress()
+        return True
 
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()

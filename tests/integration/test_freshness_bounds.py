@@ -217,7 +217,8 @@ async def test_rfc9111_4_a_late_joiner_reuses_only_a_fresh_response(
 ) -> None:
     """A request that arrives while a fill is still streaming, after the origin's answer
     came in, is served from that fill only if the answer may be reused for it like a
-    stored response: fresh, or stale where allowed. Otherwise it goes to the origin."""
+    stored response: fresh, or stale where allowed. Otherwise it validates the response
+    once stored (§4.3.1), as it would any stored response."""
     slow = Obj(size=256 * 1024, seed=3, chunk_interval=0.02, headers={**headers, "ETag": '"s"'})
     origin.add("/slow", slow)
     async with proxy.client.get(proxy.url + "/slow") as first:
@@ -226,4 +227,6 @@ async def test_rfc9111_4_a_late_joiner_reuses_only_a_fresh_response(
         assert second.status == 200 and len(body) == 256 * 1024
         assert ("collapsed" in params(second)) is reused
         assert origin.hits["/slow"] == (1 if reused else 2)
+        if not reused:
+            assert origin_headers(origin, "/slow")[-1]["If-None-Match"] == '"s"'
         assert len(await first.read()) == 256 * 1024
