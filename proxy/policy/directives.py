@@ -110,7 +110,6 @@ _RFC850_DATE = re.compile(f"{_DAY_LONG}, ([0-9]{{2}})-{_MONTH}-([0-9]{{2}}) {_TI
 _ASCTIME_DATE = re.compile(f"{_DAY} {_MONTH} ([0-9]{{2}}| [0-9]) {_TIME} ([0-9]{{4}})")
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def parse_http_date(value: str | None, *, now: float | None = None) -> float | None:
@@ -119,42 +118,39 @@ def parse_http_date(value: str | None, *, now: float | None = None) -> float | N
     A recipient MUST accept all three forms: IMF-fixdate, the obsolete RFC 850 form and
     asctime; anything else is invalid, including near misses that lenient parsers take
     (two-digit years outside RFC 850, other zones, other capitalisation, missing comma,
-    extra spaces) and a day name that is not the date's weekday (IMF-fixdate is a subset
-    of RFC 5322's date-time, whose day-of-week "MUST be the day implied by the date").
+    extra spaces, a day name of the wrong form). The grammar does not tie the day name
+    to the date, so a weekday that does not match is accepted: the date says when.
     `now` (default: the clock) places an RFC 850 two-digit year (see `_rfc850_year`)."""
     if not value:
         return None
     text = value.strip(" \t")  # RFC 9110 §5.5: OWS around a field value is not part of it
     if match := _IMF_FIXDATE.fullmatch(text):
-        day_name, day, month, year, hour, minute, second = match.groups()
-        return _timestamp(day_name, int(year), month, day, hour, minute, second)
+        _, day, month, year, hour, minute, second = match.groups()
+        return _timestamp(int(year), month, day, hour, minute, second)
     if match := _ASCTIME_DATE.fullmatch(text):
-        day_name, month, day, hour, minute, second, year = match.groups()
-        return _timestamp(day_name, int(year), month, day, hour, minute, second)
+        _, month, day, hour, minute, second, year = match.groups()
+        return _timestamp(int(year), month, day, hour, minute, second)
     if match := _RFC850_DATE.fullmatch(text):
-        day_name, day, month, yy, hour, minute, second = match.groups()
+        _, day, month, yy, hour, minute, second = match.groups()
         clock = (int(hour), int(minute), int(second))
         year = _rfc850_year(int(yy), _MONTHS.index(month) + 1, int(day), clock, now)
         if year is None:
             return None
-        return _timestamp(day_name[:3], year, month, day, hour, minute, second)
+        return _timestamp(year, month, day, hour, minute, second)
     return None
 
 
 def _timestamp(
-    day_name: str, year: int, month: str, day: str, hour: str, minute: str, second: str
+    year: int, month: str, day: str, hour: str, minute: str, second: str
 ) -> float | None:
     """The POSIX time of a date already matched by one of the forms; None when a field is
-    out of range (time-of-day is 00:00:00 - 23:59:60, the 60 being a leap second) or the
-    day name is not that date's."""
+    out of range (time-of-day is 00:00:00 - 23:59:60, the 60 being a leap second)."""
     h, m, s = int(hour), int(minute), int(second)
     if h > 23 or m > 59 or s > 60 or (s == 60 and (h, m) != (23, 59)):
         return None
     try:
         date = datetime(year, _MONTHS.index(month) + 1, int(day), tzinfo=UTC)
     except ValueError:  # year 0, or a day the month does not have
-        return None
-    if _DAYS[date.weekday()] != day_name:
         return None
     return date.timestamp() + h * 3600 + m * 60 + s
 

@@ -182,7 +182,6 @@ async def test_rfc9110_5_6_7_every_date_form_is_a_valid_expires(
         "Thu, 18 Aug 2050 2:01:18 GMT",  # one-digit hour
         "Thu, 18 Aug 2050 02:01:18 UTC",  # not GMT
         "Thu, 18 AUG 2050 02:01:18 GMT",  # case
-        "Fri, 18 Aug 2050 02:01:18 GMT",  # the wrong day
         "0",
     ],
 )
