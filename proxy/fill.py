@@ -128,7 +128,13 @@ class Fill:
             return await self._freshen(store, response, settings, request_time, response_time)
         fields = vary_fields(response.headers)
         policy_headers = effective_headers(response.headers, settings.targets)
-        verdict = may_store("GET", self.request_headers, response.status, policy_headers)
+        verdict = may_store(
+            "GET",
+            self.request_headers,
+            response.status,
+            policy_headers,
+            default_ttl=settings.ttl_policy.default_ttl,
+        )
         if self.stale is not None and response.status >= 500 and verdict.ok:
             # RFC 9111 §4.3.3: a 5xx to a revalidation may be handled "as if the server
             # failed to respond"; it must not replace the stored response that

@@ -11,6 +11,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.guard import Guard
 from proxy.origins.base import OriginResponse
+from proxy.policy.freshness import RFC_ONLY, TtlPolicy
 from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
 from storage.entry import EntryMeta
@@ -29,6 +30,7 @@ class FillSettings:
     max_object_size: int | None = None
     targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
     guard: Guard | None = None
+    ttl_policy: TtlPolicy = RFC_ONLY  # the operator's bounds on freshness lifetimes
 
 
 @dataclass

@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 
 import structlog
@@ -23,7 +24,7 @@ from proxy.observe import PENDING_KEY, Served, record_request, request_id
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
-from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, current_age, time_to_live
 from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
 from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
@@ -50,6 +51,8 @@ log = structlog.get_logger("pixcache.request")
 # RFC 9110 §9.2.1: the safe methods. Anything else invalidates (RFC 9111 §4.4).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CACHED_METHODS = frozenset({"GET", "HEAD"})
+# Reuse outcomes that let a response a fill already received answer a request that joins it.
+REUSED = frozenset({Action.FRESH, Action.STALE_OK})
 # Lookups per request: a fill that waited for another process's fill looks up again.
 LOOKUPS = 3
 
@@ -77,6 +80,7 @@ class Handler:
         fills: Fills,
         *,
         grace: float = 0.0,
+        ttl_policy: TtlPolicy = RFC_ONLY,
         targets: tuple[str, ...] = (),
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
@@ -85,7 +89,9 @@ class Handler:
         self.store = store
         self.origin = origin
         self.fills = fills
-        self.grace = grace  # seconds a stale entry may serve while the origin fails
+        self.ttl_policy = ttl_policy  # the operator's bounds on every freshness lifetime
+        # `grace`: seconds a stale entry may serve while the origin fails.
+        self.decide_reuse = partial(decide_reuse, grace=grace, ttl_policy=ttl_policy)
         self.targets = targets  # RFC 9213 targeted fields, most specific first
         self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
         # What a fill, fetched once for every client of the key, never forwards.
@@ -197,9 +203,7 @@ class Handler:
         meta = entry.meta
         stored = effective_headers(CIMultiDict(meta.headers), self.targets)
         timing = Timing(meta.request_time, meta.response_time)
-        return decide_reuse(
-            meta.status, stored, timing, request.headers, time.time(), grace=self.grace
-        )
+        return self.decide_reuse(meta.status, stored, timing, request.headers, time.time())
 
     async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
         meta = entry.meta
@@ -248,6 +252,8 @@ class Handler:
     async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
         """Join or start the key's fill and stream its response; None when another process
         committed the key meanwhile and the caller should look it up again."""
+        if await self._wait_to_validate(request, found.coalesce_key):
+            return None
         try:
             fill, leader, reader = self.fills.join_or_start(self._fill_for(request, key, found))
         except Overloaded as exc:
@@ -324,11 +330,29 @@ class Handler:
         )
         return await self.serve_hit(request, found.take(), cache)
 
+    async def _wait_to_validate(self, request: web.Request, coalesce_key: str) -> bool:
+        """RFC 9111 §4: the answer of a fill in flight that came in before this request is
+        reused like a stored response: only fresh (or stale where allowed). Otherwise wait
+        for the fill to end and return True: the request then validates what it stored."""
+        fill = self.fills.in_flight.get(coalesce_key)
+        done = fill is not None and fill.head.done() and not fill.head.cancelled()
+        if fill is None or not done or fill.head.exception() is not None:
+            return False
+        head, now = fill.head.result(), time.time()
+        if not isinstance(head, FillHead) or not head.shared:
+            return False
+        headers = effective_headers(head.headers, self.targets)
+        reuse = self.decide_reuse(head.status, headers, Timing(now, now), request.headers, now)
+        if reuse.action in REUSED:
+            return False
+        while not fill.finished:  # the fill's own deadlines bound this
+            await fill.wait_progress()
+        return True
+
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()
-        timing = Timing(now, now)
         headers = effective_headers(head.headers, self.targets)
-        return freshness_lifetime(head.status, headers, timing) - current_age(headers, timing, now)
+        return time_to_live(head.status, headers, Timing(now, now), now, ttl_policy=self.ttl_policy)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer; nothing is stored."""

@@ -44,7 +44,13 @@ from multidict import CIMultiDict
 from proxy.observe import HIT, Served, hit_log_head, record_hit, record_request
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
-from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.freshness import (
+    RFC_ONLY,
+    Timing,
+    TtlPolicy,
+    current_age,
+    freshness_lifetime,
+)
 from proxy.policy.targeted import effective_headers
 from proxy.respond import abort, client_headers
 from proxy.sendfile import send_range
@@ -126,9 +132,12 @@ SENT: Any = _Sent()
 class HotHits:
     """The prepared entries of one worker, by request target."""
 
-    def __init__(self, max_bytes: int, targets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, max_bytes: int, targets: tuple[str, ...] = (), ttl_policy: TtlPolicy = RFC_ONLY
+    ) -> None:
         self.max_bytes = max_bytes  # 0: off
         self.targets = targets
+        self.ttl_policy = ttl_policy
         self._entries: OrderedDict[str, HotEntry] = OrderedDict()
         self._bytes = 0
 
@@ -274,7 +283,7 @@ class HotHits:
             sealed_fd=sealed_fd,
             head=head,
             status_head=status_head,
-            lifetime=freshness_lifetime(meta.status, policy, timing),
+            lifetime=freshness_lifetime(meta.status, policy, timing, ttl_policy=self.ttl_policy),
             initial_age=current_age(policy, timing, meta.response_time),
             header_age=current_age(stored, timing, meta.response_time),
             response_time=meta.response_time,
