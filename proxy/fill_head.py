@@ -51,8 +51,3 @@ class FillHead:
     @property
     def shared(self) -> bool:
         return self.verdict.ok
-
-
-# The fill waited for another process's fill of the key, which committed an entry: look
-# the key up again instead of fetching.
-RETRY = object()

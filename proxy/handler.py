@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
-from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
+from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Stale
 from proxy.fills import Fills
 from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request, request_id
@@ -256,15 +256,14 @@ class Handler:
             return await self.error(request, exc, CacheStatus(fwd=found.fwd))
         try:
             try:
-                head = await asyncio.shield(fill.head)
+                head = await fill.wait_head()
             except ProxyError as exc:
                 if found.stale_if_error:
                     return await self.serve_stale_on_error(request, found, None)
                 cache = CacheStatus(fwd=found.fwd, collapsed=not leader)
                 return await self.error(request, exc, cache)
-            if head is RETRY:
+            if head is None:  # another process committed the key: look it up again
                 return None
-            assert isinstance(head, FillHead)
             if head.status >= 500 and found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, head.status)
             if not head.shared:
