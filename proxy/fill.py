@@ -12,7 +12,6 @@ download stops once the last of them has left (invariant 8)."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from proxy.policy.targeted import effective_headers
 from proxy.policy.vary import vary_fields, vary_values
 from proxy.redact import redact
 from storage.entry import EntryMeta
+from storage.errors import StorageFault
 from storage.keylock import KeyLock
 from storage.store import Store, VaryPlan
 from storage.temp import TempBody
@@ -197,6 +197,7 @@ class Fill:
             head.detail = self._admit(store, response.content_length, settings.max_object_size)
             head.stored = not head.detail
         self.head = head
+        self.body.declared = response.content_length
         if head.stored:
             self._to(State.STORING)
         else:
@@ -232,9 +233,10 @@ class Fill:
             return "disk-low"
         try:
             self._temp = store.begin()
-            self.body.read_fd = self._temp.dup_fd()
-        except OSError as exc:
-            return _storage_fault(exc)
+        except StorageFault as fault:
+            self._count_fault(fault)
+            return fault.reason
+        self.body.read_fd = self._temp.dup_fd()
         return ""
 
     async def _stream(
@@ -256,8 +258,9 @@ class Fill:
             if self._temp is not None:
                 try:
                     await self._temp.append(chunk)
-                except OSError as exc:
-                    self._stop_storing(_storage_fault(exc))
+                except StorageFault as fault:
+                    self._count_fault(fault)
+                    self._stop_storing(fault.reason)
                 else:
                     self.body.grew_to(self._temp.written)
                     if max_object_size is not None and self._temp.written > max_object_size:
@@ -280,9 +283,6 @@ class Fill:
 
     def _stop_storing(self, reason: str) -> None:
         """Keep serving this body to its readers, from memory past what the file holds."""
-        if reason.startswith("storage-"):
-            metrics.STORAGE_ERRORS.labels(reason.removeprefix("storage-")).inc()
-            log.warning("storage_fault", key=self.key, reason=reason, at_byte=self.body.file_bytes)
         self.body.tail.start(self.body.file_bytes)
         if self._temp is not None:
             self._temp.discard()  # readers keep `read_fd`, so the bytes stay readable
@@ -290,6 +290,12 @@ class Fill:
         self._to(State.PASSING)
         if self._lock is not None:
             self._lock.release()  # nothing will be committed: other processes need not wait
+
+    def _count_fault(self, fault: StorageFault) -> None:
+        metrics.STORAGE_ERRORS.labels(fault.kind).inc()
+        log.warning(
+            "storage_fault", key=self.key, reason=fault.reason, at_byte=self.body.file_bytes
+        )
 
     async def _keep(
         self,
@@ -420,11 +426,3 @@ class Fill:
         if self.stale is not None:
             os.close(self.stale.fd)
             self.stale = None
-
-
-def _storage_fault(exc: OSError) -> str:
-    """A short reason for an OSError of the store: disk full, quota, I/O error or other."""
-    name = {errno.ENOSPC: "enospc", errno.EDQUOT: "edquot", errno.EIO: "eio"}.get(
-        exc.errno or 0, "oserror"
-    )
-    return f"storage-{name}"

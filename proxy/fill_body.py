@@ -30,8 +30,11 @@ class FillBody:
         self.file_bytes = 0  # bytes readers may take from the temp file
         self.tail = Tail()
         self.error: ProxyError | None = None
-        # The origin's body arrived whole: until then its last byte is held back, so a
-        # reader never completes a body the fill may still find to be of the wrong length.
+        # The length the origin declared, and whether the body arrived whole: until then
+        # its last byte is held back, so no reader completes a body the fill may still
+        # find to be of the wrong length (a body without a declared length is completed
+        # only by the end of its framing, which readers send once the fill ended).
+        self.declared: int | None = None
         self.sealed = False
         self.ended = False  # no byte will be added; `error` says whether it is whole
         self._progress = asyncio.Event()
@@ -76,12 +79,11 @@ class FillBody:
         pos = first
         try:
             while end is None or pos < end:
-                held = 0 if self.sealed else 1
-                limit = self.file_bytes - held if end is None else min(self.file_bytes - held, end)
+                limit = self._sendable(self.file_bytes, end)
                 if fd is not None and pos < limit:
                     yield FileSpan(fd, pos, limit - pos)
                     pos = limit
-                elif self.tail.active and (data := self._from_tail(pos, end, held)):
+                elif self.tail.active and (data := self._from_tail(pos, end)):
                     yield data
                     pos += len(data)
                 elif self.error is not None:
@@ -96,7 +98,12 @@ class FillBody:
             if fd is not None:
                 os.close(fd)
 
-    def _from_tail(self, pos: int, end: int | None, held: int) -> bytes:
+    def _sendable(self, arrived: int, end: int | None) -> int:
+        """Where a reader may send up to, of `arrived` bytes, when it wants up to `end`."""
+        if not self.sealed and self.declared is not None and arrived >= self.declared:
+            arrived = self.declared - 1  # the last byte waits for `seal`
+        return arrived if end is None else min(arrived, end)
+
+    def _from_tail(self, pos: int, end: int | None) -> bytes:
         data = self.tail.read(pos)
-        stop = self.tail.end - held if end is None else min(self.tail.end - held, end)
-        return data[: max(0, stop - pos)]
+        return data[: max(0, self._sendable(self.tail.end, end) - pos)]
