@@ -9,14 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import structlog
-import uvloop
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import metrics
 from proxy.admin import build_admin_app
 from proxy.config import Config
-from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits, plan_connections
+from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits
 from proxy.fill import FillSettings
 from proxy.fills import Fills
 from proxy.guard import Guard, GuardLimits
@@ -239,15 +238,3 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         log.info("stopping")
         await admin_runner.cleanup()
         await runner.cleanup()
-
-
-def run(config: Config, store: Store) -> None:
-    """Serve, in this process or in worker processes. Raises ConfigError when the
-    connection limit does not fit the open-files limit."""
-    config = replace(config, max_connections=plan_connections(config))
-    if config.workers > 1:
-        from proxy.workers import run_workers
-
-        run_workers(config, store)
-    else:
-        uvloop.run(serve(config, store))
