@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy import metrics
 from proxy.fills import Fills
-from proxy.policy.freshness import Timing, freshness_lifetime
+from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, freshness_lifetime
 from proxy.policy.targeted import effective_headers
 from storage.commit import CommitRefused
 from storage.layout import primary_key_hash
@@ -30,14 +30,20 @@ log = structlog.get_logger("pixcache.admin")
 STORE = web.AppKey("store", Store)
 FILLS = web.AppKey("fills", Fills)
 TARGETS = web.AppKey("targets", tuple)
+TTL_POLICY = web.AppKey("ttl_policy", TtlPolicy)
 READY = web.AppKey("ready", dict)
 
 
 def build_admin_app(
-    store: Store, fills: Fills, token: str | None, targets: tuple[str, ...]
+    store: Store,
+    fills: Fills,
+    token: str | None,
+    targets: tuple[str, ...],
+    ttl_policy: TtlPolicy = RFC_ONLY,
 ) -> web.Application:
     app = web.Application(middlewares=[_authorized(token)])
     app[STORE], app[FILLS], app[TARGETS] = store, fills, targets
+    app[TTL_POLICY] = ttl_policy
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
@@ -151,14 +157,17 @@ async def purge(request: web.Request) -> web.Response:
         keys = set(await store.keys_tagged(value))
         fills.invalidate_where(lambda fill: True)  # their tags are not known yet
     if soft:
-        count = await _mark_stale(store, sorted(keys), request.app[TARGETS])
+        app = request.app
+        count = await _mark_stale(store, sorted(keys), app[TARGETS], app[TTL_POLICY])
     else:
         count = await store.purge(sorted(keys))
     metrics.PURGES.labels(kind, "soft" if soft else "hard").inc()
     return web.json_response({"purged": count, "kind": kind, "value": value, "soft": soft})
 
 
-async def _mark_stale(store: Store, keys: list[str], targets: tuple[str, ...]) -> int:
+async def _mark_stale(
+    store: Store, keys: list[str], targets: tuple[str, ...], ttl_policy: TtlPolicy
+) -> int:
     """Soft purge: rewrite each entry as if stored just over its lifetime ago, so the next
     request revalidates, and stale-if-error may still serve it. An entry whose fill is in
     flight (its key's lock is taken) is purged hard: the two must not both rewrite it."""
@@ -169,7 +178,7 @@ async def _mark_stale(store: Store, keys: list[str], targets: tuple[str, ...]) -
             marked += await store.remove(key)
             continue
         try:
-            marked += await _mark_one_stale(store, key, targets)
+            marked += await _mark_one_stale(store, key, targets, ttl_policy)
         except (CommitRefused, OSError) as exc:  # removed meanwhile: nothing left to mark
             log.info("soft_purge_skipped", key_hash=key, error=str(exc))
         finally:
@@ -177,7 +186,9 @@ async def _mark_stale(store: Store, keys: list[str], targets: tuple[str, ...]) -
     return marked
 
 
-async def _mark_one_stale(store: Store, key: str, targets: tuple[str, ...]) -> int:
+async def _mark_one_stale(
+    store: Store, key: str, targets: tuple[str, ...], ttl_policy: TtlPolicy
+) -> int:
     entry = await store.open(key)
     if entry is None:
         return 0
@@ -187,7 +198,8 @@ async def _mark_one_stale(store: Store, key: str, targets: tuple[str, ...]) -> i
             return 0
         headers = effective_headers(CIMultiDict(meta.headers), targets)
         timing = Timing(meta.request_time, meta.response_time)
-        then = time.time() - freshness_lifetime(meta.status, headers, timing) - 1
+        lifetime = freshness_lifetime(meta.status, headers, timing, ttl_policy=ttl_policy)
+        then = time.time() - lifetime - 1
         await store.refresh(key, replace(meta, request_time=then, response_time=then))
         return 1
     finally:

@@ -22,7 +22,7 @@ from proxy.guard import Guard, GuardLimits
 from proxy.handler import Handler
 from proxy.hot import HOT_KEY, HotHits
 from proxy.origins import make_origin
-from proxy.policy.freshness import Timing, time_to_live
+from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
@@ -40,17 +40,24 @@ FILLS_KEY = web.AppKey("fills", Fills)
 def build_admin(config: Config, app: web.Application) -> web.Application:
     """The admin application for a proxy application built by build_app."""
     return build_admin_app(
-        app[STORE_KEY], app[FILLS_KEY], config.admin_token, config.targeted_fields
+        app[STORE_KEY],
+        app[FILLS_KEY],
+        config.admin_token,
+        config.targeted_fields,
+        config.ttl_policy,
     )
 
 
-def expiry_of(meta: EntryMeta, targets: tuple[str, ...] = ()) -> float:
+def expiry_of(
+    meta: EntryMeta, targets: tuple[str, ...] = (), ttl_policy: TtlPolicy = RFC_ONLY
+) -> float:
     """When an entry turns stale (RFC 9111 §4.2); Vary markers never do."""
     if meta.is_vary_marker:
         return float("inf")
     timing = Timing(meta.request_time, meta.response_time)
     headers = effective_headers(CIMultiDict(meta.headers), targets)
-    return meta.response_time + time_to_live(meta.status, headers, timing, meta.response_time)
+    ttl = time_to_live(meta.status, headers, timing, meta.response_time, ttl_policy=ttl_policy)
+    return meta.response_time + ttl
 
 
 def _count_corrupt(key_hash: str, reason: str) -> None:
@@ -59,10 +66,11 @@ def _count_corrupt(key_hash: str, reason: str) -> None:
 
 def make_store(config: Config) -> Store:
     bounds = Bounds(config.max_size, config.min_free, config.stale_grace)
+    targets, ttl_policy = config.targeted_fields, config.ttl_policy
     return Store(
         config.cache_dir,
         bounds,
-        expiry_of=lambda meta: expiry_of(meta, config.targeted_fields),
+        expiry_of=lambda meta: expiry_of(meta, targets, ttl_policy),
         tags_of=lambda meta: tags_of(meta, config.tag_header),
         on_corrupt=_count_corrupt,
         on_evict=lambda count, why: metrics.EVICTIONS.labels(why).inc(count),
@@ -92,7 +100,8 @@ def build_app(config: Config, store: Store) -> web.Application:
             probe_seconds=config.image_probe_seconds,
         )
     )
-    settings = FillSettings(config.max_object_size, config.targeted_fields, guard)
+    ttl_policy = config.ttl_policy  # built once: every lifetime is bounded by the same one
+    settings = FillSettings(config.max_object_size, config.targeted_fields, guard, ttl_policy)
     fills = Fills(
         origin,
         store,
@@ -105,12 +114,13 @@ def build_app(config: Config, store: Store) -> web.Application:
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
-    app[HOT_KEY] = HotHits(config.hot_cache_size, config.targeted_fields)
+    app[HOT_KEY] = HotHits(config.hot_cache_size, config.targeted_fields, ttl_policy)
     handler = Handler(
         store,
         origin,
         fills,
         grace=config.grace,
+        ttl_policy=ttl_policy,
         targets=config.targeted_fields,
         x_accel_redirect=config.x_accel_redirect,
         unkeyed_fields=config.unkeyed_request_fields,

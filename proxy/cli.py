@@ -47,6 +47,12 @@ HELP = {
     "hot_cache_size": "checked bodies each worker keeps in memory for its next hits of the "
     "same entries, which then cost a stat and an fstat (default 16M; 0: off; at most 1G)",
     "grace": "seconds a stale entry may be served while the origin fails (default 0)",
+    "max_ttl": "longest freshness lifetime, in seconds, any stored response gets, whatever "
+    "the origin says (default: no bound; 0: every hit is revalidated first)",
+    "max_error_ttl": "longest freshness lifetime, in seconds, of an error response (status "
+    "400 and up), so an error cannot be pinned for long (default 60)",
+    "default_ttl": "freshness lifetime, in seconds, of a response that may be cached but gives "
+    "no lifetime (no max-age, Expires or Last-Modified) (default 0: none)",
     "verify_images": "off, header (probe image headers, the default) or decode (also decode "
     "whole images before storing them)",
     "max_image_width": "widest image accepted, in pixels (default 16384)",

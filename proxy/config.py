@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from proxy.policy.freshness import TtlPolicy
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names it as a user would write it."""
@@ -83,6 +85,10 @@ class Config:
     verify_on_hit_max_size: int = 1 << 20
     hot_cache_size: int = 16 << 20  # checked bodies a worker keeps for its next hits
     grace: float = 0.0  # seconds of staleness servable while the origin fails
+    # Operator bounds on freshness lifetimes (proxy/policy/freshness.py TtlPolicy).
+    max_ttl: float | None = None  # longest lifetime of any response; None: the origin's
+    max_error_ttl: float = 60.0  # longest lifetime of an error (status >= 400)
+    default_ttl: float = 0.0  # lifetime where neither origin nor heuristic gives one; 0: off
     cache_control_field: str = "Pixcache-Cache-Control"  # RFC 9213 field for this cache
     verify_images: str = "header"  # off, header (probe) or decode (and decode before storing)
     max_image_width: int = 16384
@@ -113,6 +119,10 @@ class Config:
     max_header_size: int = 64 * 1024  # bytes of a request head; past that, 431
     max_header_fields: int = 100  # header fields in a request head; past that, 431
     max_connections: int | None = None  # client connections per worker; None: 1000 or what fits
+
+    @property
+    def ttl_policy(self) -> TtlPolicy:
+        return TtlPolicy(self.max_ttl, self.max_error_ttl, self.default_ttl)
 
     @property
     def targeted_fields(self) -> tuple[str, ...]:
@@ -370,6 +380,9 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "verify_on_hit_max_size": _held_bytes(0, "a checked body is held in memory while sent"),
     "hot_cache_size": _bytes_between(0, 1 << 30),
     "grace": _non_negative_seconds,
+    "max_ttl": _non_negative_seconds,
+    "max_error_ttl": _non_negative_seconds,
+    "default_ttl": _non_negative_seconds,
     "cache_control_field": _field_name,
     "verify_images": _choice("off", "header", "decode"),
     "max_image_width": _count(1, 1 << 20),

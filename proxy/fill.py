@@ -23,7 +23,13 @@ from proxy import metrics
 from proxy.errors import LengthMismatch, ProxyError
 from proxy.fill_body import FillBody
 from proxy.fill_freshen import freshened, read_fd
-from proxy.fill_head import NOT_FORWARDED_ON_FILL, FillHead, FillSettings, Stale
+from proxy.fill_head import (
+    NOT_FORWARDED_ON_FILL,
+    FillHead,
+    FillSettings,
+    Stale,
+    complete_if_whole,
+)
 from proxy.fill_state import FINAL, HEAD_KNOWN, JOINABLE, State, check_transition
 from proxy.guard import Guard, ImageRejected
 from proxy.origins.base import Origin, OriginResponse
@@ -78,6 +84,7 @@ class Fill:
         self._temp: TempBody | None = None
         self._lock: KeyLock | None = None  # the key's lock, let go once nothing will commit
         self._head_known = asyncio.Event()
+        self._ended = asyncio.Event()
         self._unread = False  # the last reader left a body that is not stored
         self._task: asyncio.Task[None] | None = None  # the task running `run`
         self._task_done = False
@@ -87,6 +94,8 @@ class Fill:
         self.state = check_transition(self.state, state)
         if state in HEAD_KNOWN:
             self._head_known.set()
+        if state in FINAL:
+            self._ended.set()
 
     # -- for the handler -----------------------------------------------------------------
     @property
@@ -109,6 +118,10 @@ class Fill:
             return None
         assert self.body.error is not None
         raise self.body.error
+
+    async def wait_end(self) -> None:
+        """Return once the fill reached a final state (committed, failed, handed...)."""
+        await self._ended.wait()
 
     def claim_for_leader(self) -> OriginResponse:
         """The unshared response, for the client that started the fill (only it)."""
@@ -156,12 +169,18 @@ class Fill:
             response = await origin.fetch("GET", self.key, fetch_headers)
         except ProxyError as exc:
             return self.fail(exc)
-        response_time = time.time()
+        response_time, response = time.time(), complete_if_whole(response)
         if response.status == 304 and self.stale is not None:
             return await self._freshen(store, response, settings, request_time, response_time)
         fields = vary_fields(response.headers)
         policy_headers = effective_headers(response.headers, settings.targets)
-        verdict = may_store("GET", self.request_headers, response.status, policy_headers)
+        verdict = may_store(
+            "GET",
+            self.request_headers,
+            response.status,
+            policy_headers,
+            default_ttl=settings.ttl_policy.default_ttl,
+        )
         if self.stale is not None and response.status >= 500 and verdict.ok:
             # RFC 9111 §4.3.3: a 5xx to a revalidation may be handled "as if the server
             # failed to respond"; it must not replace the stored response that

@@ -1,13 +1,17 @@
 """The small values a fill shares with the handler: what the origin answered (FillHead),
-what every fill obeys (FillSettings), what it revalidates (Stale)."""
+what every fill obeys (FillSettings), what it revalidates (Stale); and how a fill reads
+an answer (a 206 carrying the whole representation) or a storage fault."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.guard import Guard
+from proxy.origins.base import OriginResponse
+from proxy.policy.freshness import RFC_ONLY, TtlPolicy
+from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
 from storage.entry import EntryMeta
 
@@ -25,6 +29,7 @@ class FillSettings:
     max_object_size: int | None = None
     targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
     guard: Guard | None = None
+    ttl_policy: TtlPolicy = RFC_ONLY  # the operator's bounds on freshness lifetimes
 
 
 @dataclass
@@ -51,3 +56,18 @@ class FillHead:
     @property
     def shared(self) -> bool:
         return self.verdict.ok
+
+
+def complete_if_whole(response: OriginResponse) -> OriginResponse:
+    """A 206 whose Content-Range spans the whole representation, as the complete 200 it
+    is (RFC 9111 §3.4), so it is stored and answers any later range. Any other 206 stays a
+    206, which is never stored (proxy/policy/storable.py) nor served as a 200. Only with
+    a Content-Length, which the origin's body is checked against (body_check.py)."""
+    if response.status != 206 or response.content_length is None:
+        return response
+    length = whole_representation(response.headers.get("Content-Range"), response.content_length)
+    if length is None or len(response.headers.getall("Content-Range")) != 1:
+        return response
+    headers = CIMultiDict(response.headers)
+    del headers["Content-Range"]
+    return replace(response, status=200, headers=CIMultiDictProxy(headers), content_length=length)

@@ -8,6 +8,7 @@ committed an entry, its requests are answered from it instead."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -36,6 +37,21 @@ def resident_bytes() -> int:
             _rss[1] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         _rss[0] = now
     return int(_rss[1])
+
+
+def joining_key(fill: Fill) -> str:
+    """Which requests may join a fill: those of its coalescing key and, when it was started
+    with Authorization, only those with the same credentials. Its answer may then be for
+    that user alone (RFC 9111 §3.5), and requests of others that had joined it would each
+    have to fetch alone: one request with any Authorization could undo the coalescing of
+    a key for everyone. Requests of others start a fill of their own instead, which waits
+    for the key's lock (at most one fetch in flight) and then finds what the first stored,
+    or fetches."""
+    credentials = fill.request_headers.getall("Authorization", ())
+    if not credentials:
+        return fill.coalesce_key
+    digest = hashlib.sha256("\n".join(credentials).encode()).hexdigest()
+    return f"{fill.coalesce_key} authorization={digest}"
 
 
 LOCK_POLL_FIRST = 0.005
@@ -74,18 +90,23 @@ class Fills:
 
         Returns the fill, whether it was started now (this request leads it), and the
         reader id the request must give back with `fill.leave`."""
-        current = self.in_flight.get(fill.coalesce_key)
+        current = self.in_flight.get(joining_key(fill))
         if current is not None and current.joinable:
             return current, False, current.join()
         self._admit()
         self._started += 1
         metrics.FILLS_IN_FLIGHT.inc()
         reader = fill.join()
-        self.in_flight[fill.coalesce_key] = fill
+        self.in_flight[joining_key(fill)] = fill
         task = asyncio.get_running_loop().create_task(self._run(fill))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill, True, reader
+
+    @property
+    def running(self) -> int:
+        """Fills started and not ended yet (waiting for a slot or a key's lock included)."""
+        return len(self._tasks)
 
     def _admit(self) -> None:
         """Raise Overloaded when a new fill may not start now."""
@@ -119,8 +140,8 @@ class Fills:
             metrics.FILLS_IN_FLIGHT.dec()
             self._slots.release()
             lock.release()
-            if self.in_flight.get(fill.coalesce_key) is fill:
-                del self.in_flight[fill.coalesce_key]
+            if self.in_flight.get(joining_key(fill)) is fill:
+                del self.in_flight[joining_key(fill)]
             fill.close()
 
     async def _acquire(self, lock: KeyLock) -> bool:

@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 
 import structlog
@@ -23,7 +24,7 @@ from proxy.observe import PENDING_KEY, Served, record_request, request_id
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
-from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, current_age, time_to_live
 from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
 from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
@@ -50,6 +51,8 @@ log = structlog.get_logger("pixcache.request")
 # RFC 9110 §9.2.1: the safe methods. Anything else invalidates (RFC 9111 §4.4).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CACHED_METHODS = frozenset({"GET", "HEAD"})
+# Reuse outcomes that let a response a fill already received answer a request that joins it.
+REUSED = frozenset({Action.FRESH, Action.STALE_OK})
 # Lookups per request: a fill that waited for another process's fill looks up again.
 LOOKUPS = 3
 
@@ -77,6 +80,7 @@ class Handler:
         fills: Fills,
         *,
         grace: float = 0.0,
+        ttl_policy: TtlPolicy = RFC_ONLY,
         targets: tuple[str, ...] = (),
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
@@ -85,7 +89,9 @@ class Handler:
         self.store = store
         self.origin = origin
         self.fills = fills
-        self.grace = grace  # seconds a stale entry may serve while the origin fails
+        self.ttl_policy = ttl_policy  # the operator's bounds on every freshness lifetime
+        # `grace`: seconds a stale entry may serve while the origin fails.
+        self.decide_reuse = partial(decide_reuse, grace=grace, ttl_policy=ttl_policy)
         self.targets = targets  # RFC 9213 targeted fields, most specific first
         self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
         # What a fill, fetched once for every client of the key, never forwards.
@@ -168,9 +174,9 @@ class Handler:
         if "no-store" in cache_control_of(request.headers):
             # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
             return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
-        if "authorization" in request.headers:
-            # §3.5: an authorized response is not shared unless it says so; fetch it alone.
-            return await self.relay(request, key, CacheStatus(fwd="bypass", detail="authorization"))
+        # A request with Authorization fills too (forwarding it): its response is stored
+        # and shared only where §3.5 allows (may_store), else it goes to this client
+        # alone; only requests with the same credentials join its fill (fills.joining_key).
         return await self.fill_and_serve(request, key, found)
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
@@ -197,9 +203,7 @@ class Handler:
         meta = entry.meta
         stored = effective_headers(CIMultiDict(meta.headers), self.targets)
         timing = Timing(meta.request_time, meta.response_time)
-        return decide_reuse(
-            meta.status, stored, timing, request.headers, time.time(), grace=self.grace
-        )
+        return self.decide_reuse(meta.status, stored, timing, request.headers, time.time())
 
     async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
         meta = entry.meta
@@ -248,6 +252,8 @@ class Handler:
     async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
         """Join or start the key's fill and stream its response; None when another process
         committed the key meanwhile and the caller should look it up again."""
+        if await self._wait_to_validate(request, found.coalesce_key):
+            return None
         try:
             fill, leader, reader = self.fills.join_or_start(self._fill_for(request, key, found))
         except Overloaded as exc:
@@ -287,6 +293,10 @@ class Handler:
                 detail=head.detail or None,
             )
             headers = client_headers(head.headers, cache.render())
+            if head.status == 200 and head.stored:
+                # RFC 9110 §14.3: ranges of it will be served, as its hits say (nginx in
+                # front caches ranges only of responses that carry this).
+                headers.setdefault("Accept-Ranges", "bytes")
             full_body = request.method == "GET" and head.status == 200
             request[PENDING_KEY] = Served(
                 head.status, cache, head.timings, body_bytes=(head.content_length or 0) * full_body
@@ -319,11 +329,27 @@ class Handler:
         )
         return await self.serve_hit(request, found.take(), cache)
 
+    async def _wait_to_validate(self, request: web.Request, coalesce_key: str) -> bool:
+        """RFC 9111 §4: the answer of a fill in flight that came in before this request is
+        reused like a stored response: only fresh (or stale where allowed). Otherwise wait
+        for the fill to end and return True: the request then validates what it stored."""
+        fill = self.fills.in_flight.get(coalesce_key)
+        head = None if fill is None else fill.head
+        if head is None or not head.shared:
+            return False
+        now = time.time()
+        headers = effective_headers(head.headers, self.targets)
+        reuse = self.decide_reuse(head.status, headers, Timing(now, now), request.headers, now)
+        if reuse.action in REUSED:
+            return False
+        assert fill is not None
+        await fill.wait_end()  # the fill's own deadlines bound this
+        return True
+
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()
-        timing = Timing(now, now)
         headers = effective_headers(head.headers, self.targets)
-        return freshness_lifetime(head.status, headers, timing) - current_age(headers, timing, now)
+        return time_to_live(head.status, headers, Timing(now, now), now, ttl_policy=self.ttl_policy)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer; nothing is stored."""

@@ -42,8 +42,15 @@ from aiohttp.web_response import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
 from proxy.observe import HIT, Served, hit_log_head, record_hit, record_request
+from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
-from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.freshness import (
+    RFC_ONLY,
+    Timing,
+    TtlPolicy,
+    current_age,
+    freshness_lifetime,
+)
 from proxy.policy.targeted import effective_headers
 from proxy.respond import abort, client_headers
 from proxy.sendfile import send_range
@@ -87,6 +94,8 @@ class HotEntry:
     # `body`: the body is sent from `fd` (over --verify-on-hit-max-size).
     sealed_fd: int
     head: bytes  # status line and fields, without Age and Cache-Status
+    # The Cache-Status line up to our ttl value: upstream's members, then ours (RFC 9211 §2).
+    status_head: bytes
     lifetime: float  # RFC 9111 §4.2.1 freshness lifetime
     initial_age: float  # §4.2.3 corrected_initial_age, for the policy
     header_age: float  # the same from the stored fields as sent (Age field)
@@ -123,9 +132,12 @@ SENT: Any = _Sent()
 class HotHits:
     """The prepared entries of one worker, by request target."""
 
-    def __init__(self, max_bytes: int, targets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, max_bytes: int, targets: tuple[str, ...] = (), ttl_policy: TtlPolicy = RFC_ONLY
+    ) -> None:
         self.max_bytes = max_bytes  # 0: off
         self.targets = targets
+        self.ttl_policy = ttl_policy
         self._entries: OrderedDict[str, HotEntry] = OrderedDict()
         self._bytes = 0
 
@@ -158,8 +170,9 @@ class HotHits:
         if ttl <= 0:  # stale: the policy decides what happens (§4.2.4, RFC 5861)
             return None
         began = time.monotonic()
-        head = hot.head + b"Age: %d\r\nCache-Status: pixcache; hit; ttl=%d\r\n\r\n" % (
+        head = hot.head + b"Age: %d\r\n%s%d\r\n\r\n" % (
             int(hot.header_age + resident),
+            hot.status_head,
             int(ttl),
         )
         # A descriptor of this hit's own, taken before any await: the entry may be dropped
@@ -247,6 +260,7 @@ class HotHits:
     ) -> HotEntry | None:
         meta, body = entry.meta, entry.checked
         timing = Timing(meta.request_time, meta.response_time)
+        head, status_head = _render_head(stored, meta.body_length)
         large = body if body is not None and len(body) >= SEALED_FROM else None
         fd = os.dup(entry.fd)
         try:
@@ -267,8 +281,9 @@ class HotHits:
             length=meta.body_length,
             body=body if large is None else None,
             sealed_fd=sealed_fd,
-            head=_render_head(stored, meta.body_length),
-            lifetime=freshness_lifetime(meta.status, policy, timing),
+            head=head,
+            status_head=status_head,
+            lifetime=freshness_lifetime(meta.status, policy, timing, ttl_policy=self.ttl_policy),
             initial_age=current_age(policy, timing, meta.response_time),
             header_age=current_age(stored, timing, meta.response_time),
             response_time=meta.response_time,
@@ -300,18 +315,21 @@ def _sealed_copy(body: bytes) -> int:
     return fd
 
 
-def _render_head(stored: CIMultiDict[str], length: int) -> bytes:
+def _render_head(stored: CIMultiDict[str], length: int) -> tuple[bytes, bytes]:
     """The head the full path sends for a 200 hit to a plain GET over HTTP/1.1 keep-alive
-    (proxy/respond.py and aiohttp's own defaults), without Age and Cache-Status, which
-    change per request, and without the empty line that ends it."""
-    headers = client_headers(stored, "", age=0)
-    del headers["Age"], headers["Cache-Status"]
+    (proxy/respond.py and aiohttp's own defaults), without Age, which changes per request,
+    and without the empty line that ends it; and apart, its Cache-Status line up to the
+    value of our ttl, which is all of that field that changes per request."""
+    ours = CacheStatus(hit=True).render() + "; ttl="  # as CacheStatus(hit=True, ttl=...)
+    headers = client_headers(stored, ours, age=0)
+    del headers["Age"]
+    status_line = b"Cache-Status: " + headers.popone("Cache-Status").encode("ascii")
     headers.setdefault("Accept-Ranges", "bytes")
     headers["Content-Length"] = str(length)
     if length:
         headers.setdefault("Content-Type", "application/octet-stream")
     headers.setdefault("Server", SERVER_SOFTWARE)
-    return _serialize_headers("HTTP/1.1 200 OK", headers)[:-2]
+    return _serialize_headers("HTTP/1.1 200 OK", headers)[:-2], status_line
 
 
 async def _write(request: web.Request, hot: HotEntry, head: bytes, fd: int) -> None:

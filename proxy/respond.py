@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 from proxy.errors import ProxyError
 from proxy.fill import Fill
 from proxy.fill_body import FileSpan
+from proxy.policy.cache_status import cache_status_field
 from proxy.policy.conditional import if_range_allows, not_modified, not_modified_headers
 from proxy.policy.directives import Headers
 from proxy.policy.hop_by_hop import end_to_end, with_via
@@ -45,13 +46,14 @@ class ClientGone(Exception):
 def client_headers(
     headers: Headers, cache_status: str, *, age: int | None = None
 ) -> CIMultiDict[str]:
-    """The end-to-end response headers a client receives, with our own fields added."""
+    """The end-to-end response headers a client receives, with our own fields added.
+    `cache_status` is our Cache-Status member; it is appended to upstream's (RFC 9211 §2)."""
     out = end_to_end(headers, drop=DROP_FROM_STORED)
     if age is not None:
         out.popall("Age", None)
         out["Age"] = str(age)
     with_via(out, "1.1", VIA)
-    out["Cache-Status"] = cache_status
+    out["Cache-Status"] = cache_status_field(out.getall("Cache-Status", ()), cache_status)
     return out
 
 

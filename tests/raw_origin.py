@@ -35,6 +35,8 @@ def body_for(target: bytes) -> bytes:
 class RawOrigin:
     # Extra header lines (raw bytes, each ending in CRLF) on every response.
     extra: bytes = b"Cache-Control: public, max-age=600\r\n"
+    # Bytes sent after each body, beyond its Content-Length (in the same write).
+    excess: bytes = b""
     requests: list[RawRequest] = field(default_factory=list)
     malformed: int = 0  # request heads it could not parse (a desynchronised connection)
     connections: int = 0
@@ -80,6 +82,7 @@ class RawOrigin:
                     + self.extra
                     + b"Content-Length: %d\r\n\r\n" % len(body)
                     + (b"" if request.method == b"HEAD" else body)
+                    + self.excess
                 )
                 await writer.drain()
                 length = request.field(b"content-length")

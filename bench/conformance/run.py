@@ -1,10 +1,13 @@
 """Run the public HTTP caching test suite (npm package http-cache-tests) against pixcache
 in reverse-proxy mode, on loopback only, and summarise the results by kind of check.
 
-    python -m bench.conformance.run [--keep DIR] [--json FILE] [-- pixcache flags...]
+    python -m bench.conformance.run [--keep DIR | --suite DIR] [--json FILE] [-- pixcache flags...]
 
-Needs node and npm. The suite's origin server is made to listen on 127.0.0.1 only (a
-preloaded module), pixcache runs in front of it, and the suite's client talks to pixcache.
+--suite uses an unpacked suite (say a copy of the current upstream tree, `npm install` done)
+instead of installing the npm release; the release's layout and the newer one with everything
+under test-engine/ both work. Needs node and npm. The suite's origin server is made to listen
+on 127.0.0.1 only (a preloaded module), pixcache runs in front of it, and the suite's client
+talks to pixcache.
 A test whose dependency failed is not counted, as on the suite's own result pages."""
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ def install(workdir: Path) -> Path:
     return suite
 
 
+def entry_points(suite: Path) -> tuple[str, str]:
+    """The origin server and the CLI: at the top in 0.4.5, under test-engine/ in newer trees."""
+    engine = "test-engine/" if (suite / "test-engine").is_dir() else ""
+    return f"{engine}server/server.mjs", f"{engine}cli.mjs"
+
+
 def summarise(results: dict, kinds: dict) -> tuple[dict, list]:
     def passed(test_id: str) -> bool:
         return results.get(test_id) is True
@@ -61,11 +70,13 @@ def summarise(results: dict, kinds: dict) -> tuple[dict, list]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", type=Path, help="install the suite here and keep it")
+    parser.add_argument("--suite", type=Path, help="use this unpacked suite; install nothing")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("pixcache_flags", nargs="*", help="extra flags for pixcache serve")
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="pixcache-conformance-"))
-    suite = install(workdir)
+    suite = args.suite.resolve() if args.suite else install(workdir)
+    server, cli = entry_points(suite)
     kinds = json.loads(
         subprocess.run(
             ["node", str(HERE / "kinds.mjs"), str(suite)], check=True, capture_output=True
@@ -79,7 +90,7 @@ def main() -> int:
         "npm_config_pidfile": str(workdir / "server.pid"),
     }
     origin = subprocess.Popen(
-        ["node", "--import", str(HERE / "listen-loopback.mjs"), "server/server.mjs"],
+        ["node", "--import", str(HERE / "listen-loopback.mjs"), server],
         cwd=suite,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -103,7 +114,7 @@ def main() -> int:
         wait_for_port(proxy_port, proxy)
         began = time.monotonic()
         client = subprocess.run(
-            ["node", "--no-warnings", "cli.mjs"],
+            ["node", "--no-warnings", cli],
             cwd=suite,
             env={**env, "npm_config_base": f"http://127.0.0.1:{proxy_port}",
                  "npm_package_config_id": ""},

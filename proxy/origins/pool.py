@@ -13,6 +13,10 @@ origin, is dropped for the next; and again in the same step that writes a bodile
 request (then aiohttp sends it again on another connection), so nothing sent before the
 request can pass for its answer. Bytes that arrive after the request has been sent cannot
 be told apart from its answer; no HTTP/1.1 client can.
+
+Bytes that arrive with a response but past its Content-Length are kept from the parser
+(proxy/origins/framing.py): the response is read as the origin framed it, and its
+connection is closed instead of going back to the pool.
 """
 
 from __future__ import annotations
@@ -22,9 +26,14 @@ import functools
 import select
 from typing import Any
 
+import structlog
 from aiohttp.client_exceptions import ServerDisconnectedError
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import TCPConnector
+
+from proxy.origins.framing import ExactLengthParser
+
+log = structlog.get_logger("pixcache.origin")
 
 
 class _IdleGuardedProtocol(ResponseHandler):
@@ -35,6 +44,14 @@ class _IdleGuardedProtocol(ResponseHandler):
         # aiohttp calls this when a request takes the connection, before it is sent.
         self.idle = False
         super().set_response_params(**kwargs)
+        # Bytes past the response's Content-Length are dropped, and the connection with it.
+        self._parser = ExactLengthParser(
+            self._parser, skip_payload=kwargs.get("skip_payload", False), on_excess=self._excess
+        )
+
+    def _excess(self) -> None:
+        log.warning("body_longer_than_length")
+        self.force_close()
 
     def start_timeout(self) -> None:
         # aiohttp calls this just before it writes a request without a body, with no

@@ -60,8 +60,10 @@ def not_modified(request_headers: Headers, response_headers: Headers) -> bool:
     """Whether a GET/HEAD with these conditionals is answered 304 by this response.
 
     RFC 9110 §13.1.2: If-None-Match uses weak comparison, and `*` matches any current
-    representation. §13.1.3: If-Modified-Since only counts without If-None-Match, and only
-    with a valid date; the representation is unmodified if Last-Modified <= that date."""
+    representation. §13.1.3: If-Modified-Since only counts without If-None-Match (§13.2.2),
+    and only with a valid date; the representation is unmodified if Last-Modified <= that
+    date. RFC 9111 §4.3.2: without Last-Modified, a cache uses the stored Date instead; and
+    If-Match and If-Unmodified-Since are not applicable to a cache (they are left alone)."""
     if "if-none-match" in request_headers:
         etag = response_headers.get("ETag")
         members = list_values(request_headers, "If-None-Match")
@@ -71,6 +73,8 @@ def not_modified(request_headers: Headers, response_headers: Headers) -> bool:
     if "if-modified-since" in request_headers:
         since = single_date(request_headers, "If-Modified-Since")
         modified = single_date(response_headers, "Last-Modified")
+        if "last-modified" not in response_headers:
+            modified = single_date(response_headers, "Date")
         return since is not None and modified is not None and modified <= since
     return False
 

@@ -38,10 +38,12 @@ def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
     unit, sep, spec = value.strip().partition("=")
     if not sep or unit.strip().lower() != "bytes":
         return None
-    parts = [p.strip() for p in spec.split(",")]
+    # RFC 9110 §5.6.1.2: empty list elements are ignored.
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
     if not parts or len(parts) > MAX_RANGES:
         return None
     ranges: list[ByteRange] = []
+    empty_but_satisfiable = False
     for part in parts:
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
@@ -51,7 +53,12 @@ def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
             if not last:
                 return None
             suffix = int(last)
-            if suffix == 0 or length == 0:
+            if suffix == 0:
+                continue
+            if length == 0:
+                # §14.1.1: of a zero-length representation, a non-zero suffix-range is the
+                # one satisfiable form; there are no bytes to send it as a 206 with.
+                empty_but_satisfiable = True
                 continue
             ranges.append(ByteRange(max(0, length - suffix), length - 1))
             continue
@@ -63,6 +70,8 @@ def parse_range(value: str | None, length: int) -> list[ByteRange] | None:
             continue  # unsatisfiable on its own
         ranges.append(ByteRange(start, end))
     if not ranges:
+        if empty_but_satisfiable:
+            return None  # §14.2: ignore the Range, the (empty) whole is the answer
         raise Unsatisfiable()
     return coalesced(ranges)
 
@@ -81,3 +90,52 @@ def coalesced(ranges: list[ByteRange]) -> list[ByteRange]:
         else:
             merged.append(current)
     return merged
+
+
+@dataclass(frozen=True)
+class ContentRange:
+    """A Content-Range of a 206 (RFC 9110 §14.4): bytes first-last of complete_length."""
+
+    first: int
+    last: int
+    complete_length: int | None  # None: "*", the length is unknown
+
+
+def parse_content_range(value: str | None) -> ContentRange | None:
+    """§14.4: `bytes first-last/complete-length` or `bytes first-last/*`; None for anything
+    else (absent, another unit, an unsatisfied-range `*/n`, or invalid: last before first,
+    or a last byte at or beyond the complete length)."""
+    if value is None:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    if unit.lower() != "bytes":
+        return None
+    span, slash, complete = spec.strip().partition("/")
+    first, dash, last = span.partition("-")
+    if not slash or not dash or not (first.isdigit() and last.isdigit()):
+        return None
+    if not (complete == "*" or complete.isdigit()):
+        return None
+    content_range = ContentRange(int(first), int(last), None if complete == "*" else int(complete))
+    if content_range.last < content_range.first:
+        return None
+    total = content_range.complete_length
+    if total is not None and content_range.last >= total:
+        return None
+    return content_range
+
+
+def whole_representation(content_range: str | None, content_length: int | None) -> int | None:
+    """The length of the representation when a 206 carries all of it, else None.
+
+    RFC 9111 §3.4: a cache that holds the complete representation may answer with it as a
+    200, and a 206 whose Content-Range is `bytes 0-(n-1)/n` holds exactly that. Its
+    Content-Length, when sent, must be the same n (RFC 9110 §14.4: it counts the bytes of
+    the enclosed range)."""
+    parsed = parse_content_range(content_range)
+    if parsed is None or parsed.complete_length is None or parsed.first != 0:
+        return None
+    total = parsed.complete_length
+    if parsed.last != total - 1 or (content_length is not None and content_length != total):
+        return None
+    return total

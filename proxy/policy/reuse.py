@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from proxy.policy.directives import CacheControl, Headers, cache_control_of
-from proxy.policy.freshness import Timing, current_age, freshness_lifetime
+from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, current_age, freshness_lifetime
 from proxy.policy.storable import may_serve_stored, request_wants_validation
 
 
@@ -52,13 +52,14 @@ def decide_reuse(
     now: float,
     *,
     grace: float = 0.0,
+    ttl_policy: TtlPolicy = RFC_ONLY,
 ) -> Reuse:
     if not may_serve_stored(request_headers, stored_headers).ok:
         return Reuse(Action.UNUSABLE, 0.0, 0.0, fwd="request")
     stored = cache_control_of(stored_headers)
     req = cache_control_of(request_headers)
     age = current_age(stored_headers, timing, now)
-    ttl = freshness_lifetime(status, stored_headers, timing) - age
+    ttl = freshness_lifetime(status, stored_headers, timing, ttl_policy=ttl_policy) - age
     staleness = max(0.0, -ttl)
     on_error = _stale_if_error(stored, req, grace)
 

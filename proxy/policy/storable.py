@@ -21,9 +21,16 @@ class Verdict:
 
 
 def may_store(
-    method: str, request_headers: Headers, status: int, response_headers: Headers
+    method: str,
+    request_headers: Headers,
+    status: int,
+    response_headers: Headers,
+    *,
+    default_ttl: float = 0.0,
 ) -> Verdict:
-    """RFC 9111 §3, for a shared cache; `reason` says why not (for Cache-Status detail)."""
+    """RFC 9111 §3, for a shared cache; `reason` says why not (for Cache-Status detail).
+    `default_ttl`: the lifetime the operator gives where a heuristic is allowed and none
+    applies (proxy/policy/freshness.py TtlPolicy)."""
     req_cc = cache_control_of(request_headers)
     res_cc = cache_control_of(response_headers)
     if method != "GET":
@@ -59,10 +66,11 @@ def may_store(
         return Verdict(False, "vary-star")
     # §3 requires explicit freshness, `public`, a heuristically cacheable status, or the
     # like. We are stricter by design: a response with neither freshness information nor a
-    # validator is not stored, because it could never be served or revalidated usefully.
+    # validator is not stored, because it could never be served or revalidated usefully,
+    # unless the operator's default_ttl makes it fresh for a while.
     has_validator = "etag" in response_headers or "last-modified" in response_headers
     if has_explicit_freshness(response_headers) or (
-        has_validator and (status in HEURISTIC_STATUSES or "public" in res_cc)
+        (has_validator or default_ttl > 0) and (status in HEURISTIC_STATUSES or "public" in res_cc)
     ):
         return Verdict(True)
     return Verdict(False, "no-freshness")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proxy.policy.directives import Headers, list_values
+from proxy.policy.negotiation import canonical_value
 
 
 def vary_fields(response_headers: Headers) -> tuple[str, ...]:
@@ -11,7 +12,8 @@ def vary_fields(response_headers: Headers) -> tuple[str, ...]:
 
 
 def normalized_value(request_headers: Headers, name: str) -> str | None:
-    """A request header's value as it takes part in a key.
+    """A request header's field lines combined and their whitespace runs collapsed: the
+    first step of selecting_value (and all that versions before it stored).
 
     RFC 9111 §4.1: values may be normalised (whitespace, combining of several field lines)
     before comparing, so "gzip,  br" and "gzip, br" select the same variant. An absent header
@@ -22,8 +24,21 @@ def normalized_value(request_headers: Headers, name: str) -> str | None:
     return ", ".join(" ".join(line.split()) for line in lines)
 
 
+def selecting_value(request_headers: Headers, name: str) -> str | None:
+    """A request header's value as it selects a variant: normalised, then in its field's
+    canonical form (RFC 9111 §4.1: "normalizing both header field values in a way that is
+    known to have identical semantics"; proxy/policy/negotiation.py says which fields).
+
+    Entries stored by earlier versions hold the value as normalized_value gave it. Every
+    canonical form is a fixed point (its own canonical form), so such an entry matches a
+    request exactly when its stored value is this request's canonical value, which means
+    its own request was equivalent to this one; otherwise it is a vary-miss."""
+    value = normalized_value(request_headers, name)
+    return None if value is None else canonical_value(name, value)
+
+
 def vary_values(fields: tuple[str, ...], request_headers: Headers) -> dict[str, str | None]:
-    return {name: normalized_value(request_headers, name) for name in fields}
+    return {name: selecting_value(request_headers, name) for name in fields}
 
 
 def vary_matches(

@@ -68,6 +68,10 @@ CACHE_FIELDS = (
     b"Surrogate-Control: max-age=60, no-store",
     b"Cache-Control: max-age=60\r\nSet-Cookie: origin-session=1",
     b"Cache-Control: max-age=60\r\nSurrogate-Key: a b c " + b"k" * 4000,
+    b"CDN-Cache-Control: max-age=60, &&&\r\nCache-Control: no-store",
+    b'CDN-Cache-Control: max-age="60", no-store=?0\r\nCache-Control: max-age=60',
+    b"Cache-Control: max-age=60\r\nCache-Status: up; hit\r\nCache-Status: \xff\xfe; hit",
+    b"Cache-Control: max-age=60\r\nCache-Status: a, (b c);d=" + b"9" * 30,
 )
 VARY_FIELDS = (
     b"",

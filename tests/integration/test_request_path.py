@@ -171,6 +171,24 @@ async def test_vary_stores_one_entry_per_variant(origin: FakeOrigin, proxy: Prox
     assert origin.hits["/v.jpg"] == 3
 
 
+async def test_equivalent_accept_encodings_select_one_variant(
+    origin: FakeOrigin, proxy: Proxy
+) -> None:
+    """RFC 9111 §4.1: selecting fields are compared in a form with identical semantics:
+    content codings are case-insensitive and their order is not significant (RFC 9110
+    §8.4.1, §12.5.3), so these two requests share one origin fetch; a request that accepts
+    other codings does not."""
+    origin.add("/e.jpg", Obj(body=b"encoded", headers={**CACHEABLE, "Vary": "Accept-Encoding"}))
+    resp, _ = await proxy.get("/e.jpg", headers={"Accept-Encoding": "gzip, br"})
+    assert "stored" in cache_status(resp)
+    resp, body = await proxy.get("/e.jpg", headers={"accept-encoding": "BR,gzip"})
+    assert body == b"encoded" and cache_status(resp).startswith("pixcache; hit")
+    assert origin.hits["/e.jpg"] == 1
+    resp, _ = await proxy.get("/e.jpg", headers={"Accept-Encoding": "gzip"})
+    assert cache_status(resp).startswith("pixcache; fwd=vary-miss")
+    assert origin.hits["/e.jpg"] == 2
+
+
 async def test_vary_star_is_never_served_from_cache(origin: FakeOrigin, proxy: Proxy) -> None:
     origin.add("/star", Obj(body=b"*", headers={**CACHEABLE, "Vary": "*"}))
     await proxy.get("/star")

@@ -9,6 +9,7 @@ from multidict import CIMultiDict
 
 from proxy.policy.freshness import (
     Timing,
+    age_value,
     current_age,
     explicit_lifetime,
     freshness_lifetime,
@@ -218,11 +219,12 @@ def test_rfc9111_4_2_1_has_explicit_freshness(
         ([("Date", date(T0))], T0, T0, T0 - 100, 0.0),
         # response before request (clock stepped back): response delay is 0.
         ([("Date", date(T0))], T0 + 50, T0, T0, 0.0),
-        # Invalid or repeated Age is ignored.
+        # An invalid Age is ignored (§5.1).
         ([("Date", date(T0)), ("Age", "abc")], T0, T0, T0, 0.0),
         ([("Date", date(T0)), ("Age", "-50")], T0, T0, T0, 0.0),
         ([("Date", date(T0)), ("Age", "1.5")], T0, T0, T0, 0.0),
-        ([("Date", date(T0)), ("Age", "5"), ("Age", "7")], T0, T0, T0, 0.0),
+        # A repeated Age: §5.1 uses the first member and discards the others.
+        ([("Date", date(T0)), ("Age", "5"), ("Age", "7")], T0, T0, T0, 5.0),
         # Surrounding whitespace in a single Age line is tolerated.
         ([("Date", date(T0)), ("Age", " 42 ")], T0, T0, T0, 42.0),
         # A huge Age is capped at 2^31 (§1.2.2).
@@ -265,15 +267,56 @@ def test_rfc9111_4_2_time_to_live_private_cache_ignores_s_maxage() -> None:
     assert time_to_live(200, headers, AT_T0, T0, shared=False) == 100.0
 
 
+# -- RFC 9111 §5.1: Age ----------------------------------------------------------------------
+# "a cache encountering a message with a list-based Age field value SHOULD use the first
+# member of the field value, discarding subsequent ones. If the field value (after
+# discarding additional members, as per above) is invalid (e.g., it contains something
+# other than a non-negative integer), a cache SHOULD ignore the field."
+# An invalid Age is ignored: the response keeps its lifetime and its age is computed as if
+# there were no Age (it is not made stale).
+
+
 @pytest.mark.parametrize(
-    "ages",
-    [["abc"], ["-7200"], ["7200.0"], ["0, 0"], ["0", "0"], ["7200;foo=bar"], ["3600, 3600"]],
+    ("ages", "age"),
+    [
+        # §5.1: invalid: ignored, as if absent.
+        (["abc"], 0),  # non-numeric
+        (["-7200"], 0),  # negative
+        (["7200.0"], 0),  # fractional
+        (["1.5"], 0),
+        (["7200;foo=bar"], 0),  # a parameter
+        (["+5"], 0),  # a sign
+        (["0x10"], 0),  # a prefix
+        (["1e3"], 0),
+        (['"60"'], 0),  # quoted
+        ([""], 0),  # empty
+        (["abc, 7200"], 0),  # the first member is invalid: the field is ignored
+        # §5.1: a list-based value: the first member counts.
+        (["0, 0"], 0),
+        (["0", "0"], 0),
+        (["3600, 3600"], 3600),
+        (["7200,0"], 7200),
+        (["0,7200"], 0),
+        (["7200", "0"], 7200),
+        (["0", "7200"], 0),
+        (["1, 2"], 1),
+        # §5.6.1 of RFC 9110: empty list members are ignored, not taken as the first.
+        ([", 30"], 30),
+        # §1.2.2: valid, and capped at 2^31.
+        (["10"], 10),
+        ([" 42 "], 42),
+        (["9" * 30], 2**31),
+    ],
 )
-def test_rfc9111_5_1_invalid_age_makes_the_response_stale(ages: list[str]) -> None:
-    """§5.1: Age is one non-negative integer; otherwise we cannot know how old it is."""
+def test_rfc9111_5_1_age_uses_the_first_member_and_ignores_an_invalid_one(
+    ages: list[str], age: int
+) -> None:
     headers = CIMultiDict([("Cache-Control", "max-age=3600"), *[("Age", a) for a in ages]])
     timing = Timing(1000.0, 1000.0)
-    assert freshness_lifetime(200, headers, timing) == 0.0
+    assert age_value(headers) == age
+    assert current_age(headers, timing, 1000.0) == float(age)
+    assert freshness_lifetime(200, headers, timing) == 3600.0
+    assert time_to_live(200, headers, timing, 1000.0) == 3600.0 - age
 
 
 def test_rfc9111_5_1_valid_age_keeps_the_lifetime() -> None:

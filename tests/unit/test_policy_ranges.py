@@ -1,4 +1,6 @@
-"""RFC 9110 §14: parsing a Range field, one table; coalescing of overlapping ranges."""
+"""RFC 9110 §14: parsing a Range field, one table per section; coalescing of overlapping
+ranges; the Content-Range of a 206 (§14.4) and when it carries the whole representation
+(RFC 9111 §3.4)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.policy.ranges import ByteRange, Unsatisfiable, parse_range
+from proxy.policy.ranges import (
+    ByteRange,
+    ContentRange,
+    Unsatisfiable,
+    parse_content_range,
+    parse_range,
+    whole_representation,
+)
 
 N = 1000
 
@@ -79,3 +88,81 @@ def test_no_byte_is_sent_twice(pairs: list[list[int]]) -> None:
         for byte in {a, min(b, N - 1)}:
             if byte < N and a < N:
                 assert any(r.start <= byte <= r.end for r in got)
+
+
+# RFC 9110 §14.1.1-§14.1.2 at the edges: (Range field, representation length, ranges sent;
+# None: the Range is ignored and the whole sent; "416": unsatisfiable, rule)
+EDGES: list[tuple[str, int, list[tuple[int, int]] | None | str, str]] = [
+    ("bytes=0-0", 1, [(0, 0)], "§14.1.2: first-last is inclusive: one byte"),
+    ("bytes=-1", 1, [(0, 0)], "§14.1.2: the last byte"),
+    ("bytes=-5", 3, [(0, 2)], "§14.1.2: a suffix longer than the whole is the whole"),
+    ("bytes=2-1", 10, None, "§14.1.1: last before first makes the field invalid: ignored"),
+    ("bytes=0-1, 5-2", 10, None, "§14.1.1: one invalid range-spec invalidates the set"),
+    ("bytes=10-, 0-0", 10, [(0, 0)], "§14.1.1: the set is satisfiable if one spec is"),
+    ("bytes=10-", 10, "416", "§14.1.1: first-pos at the length: unsatisfiable"),
+    ("bytes=-0", 10, "416", "§14.1.1: a zero suffix-length is unsatisfiable"),
+    ("bytes=0-", 0, "416", "§14.1.1: of zero length, no first-pos is satisfiable"),
+    ("bytes=-5", 0, None, "§14.1.1: a non-zero suffix is, and no 206 can carry 0 bytes"),
+    ("bytes=1-2,", 10, [(1, 2)], "§5.6.1: empty list elements are not range-specs"),
+]
+
+
+@pytest.mark.parametrize(("value", "length", "expected", "rule"), EDGES)
+def test_rfc9110_14_1_range_edges(
+    value: str, length: int, expected: list[tuple[int, int]] | None | str, rule: str
+) -> None:
+    if expected == "416":
+        with pytest.raises(Unsatisfiable):
+            parse_range(value, length)
+        return
+    got = parse_range(value, length)
+    if expected is None:
+        assert got is None, rule
+    else:
+        assert isinstance(expected, list)
+        assert got == [ByteRange(a, b) for a, b in expected], rule
+
+
+# RFC 9110 §14.4 Content-Range: (field, parsed as (first, last, complete length), rule)
+CONTENT_RANGE: list[tuple[str | None, tuple[int, int, int | None] | None, str]] = [
+    ("bytes 0-9/10", (0, 9, 10), "range-resp with a complete-length"),
+    ("bytes 4-9/10", (4, 9, 10), "a range that is not at the start"),
+    ("bytes 0-9/*", (0, 9, None), "the complete length may be unknown"),
+    ("BYTES 0-0/1", (0, 0, 1), "the range unit is case-insensitive"),
+    ("bytes */10", None, "unsatisfied-range (of a 416) carries no bytes"),
+    ("bytes 5-4/10", None, "last before first: invalid"),
+    ("bytes 0-10/10", None, "the last byte at the complete length: invalid"),
+    ("bytes 0-9", None, "no complete-length part"),
+    ("items 0-9/10", None, "another range unit"),
+    ("bytes -1-9/10", None, "no sign in a position"),
+    (None, None, "absent"),
+]
+
+
+@pytest.mark.parametrize(("value", "expected", "rule"), CONTENT_RANGE)
+def test_rfc9110_14_4_content_range(
+    value: str | None, expected: tuple[int, int, int | None] | None, rule: str
+) -> None:
+    got = parse_content_range(value)
+    assert got == (None if expected is None else ContentRange(*expected)), rule
+
+
+# RFC 9111 §3.4: when a 206 is the complete representation (and may be stored as the 200
+# it then is): (Content-Range, Content-Length, complete length or None, rule)
+WHOLE: list[tuple[str | None, int | None, int | None, str]] = [
+    ("bytes 0-9/10", 10, 10, "from the first byte to the last of all ten"),
+    ("bytes 0-9/10", None, 10, "no Content-Length: the range says how long"),
+    ("bytes 0-0/1", 1, 1, "a one-byte representation"),
+    ("bytes 0-4/10", 5, None, "only the first half"),
+    ("bytes 4-9/10", 6, None, "only the second half"),
+    ("bytes 0-9/*", 10, None, "the complete length is unknown: maybe more follows"),
+    ("bytes 0-9/10", 5, None, "a Content-Length that disagrees with the range"),
+    (None, 10, None, "no Content-Range (a multipart/byteranges 206)"),
+]
+
+
+@pytest.mark.parametrize(("value", "length", "expected", "rule"), WHOLE)
+def test_rfc9111_3_4_a_206_of_the_whole_representation(
+    value: str | None, length: int | None, expected: int | None, rule: str
+) -> None:
+    assert whole_representation(value, length) == expected, rule

@@ -101,3 +101,29 @@ def test_rfc9111_4_1_vary_star_never_matches() -> None:
 
 def test_rfc9111_4_1_no_vary_fields_always_matches() -> None:
     assert vary_matches((), {}, h(("Accept", "anything")))
+
+
+@pytest.mark.parametrize(
+    ("request_pairs", "stored_values", "matches"),
+    [
+        # §4.1: a request selects a variant stored for an equivalent one.
+        ([("Accept-Encoding", "gzip, br")], {"accept-encoding": "br, gzip"}, True),
+        ([("accept-encoding", "BR,gzip")], {"accept-encoding": "br, gzip"}, True),
+        ([("Accept-Encoding", "gzip, br")], {"accept-encoding": "gzip"}, False),
+        # Entries stored by versions before canonical forms hold normalized_value's form:
+        # one that happens to be canonical matches exactly the requests equivalent to it...
+        ([("Accept-Encoding", "gzip")], {"accept-encoding": "gzip"}, True),
+        ([("Accept-Encoding", "GZIP")], {"accept-encoding": "gzip"}, True),
+        # ...and any other is a vary-miss, never a wrong variant.
+        ([("Accept-Encoding", "gzip, br")], {"accept-encoding": "gzip, br"}, False),
+        ([("Accept-Encoding", "GZIP")], {"accept-encoding": "GZIP"}, False),
+        ([("Accept-Language", "en-US")], {"accept-language": "en-US"}, False),
+        ([("Foo", "1,2")], {"foo": "1,2"}, False),
+        ([("Foo", "1, 2")], {"foo": "1, 2"}, True),
+    ],
+)
+def test_rfc9111_4_1_stored_values_match_equivalent_requests_only(
+    request_pairs: list[tuple[str, str]], stored_values: dict[str, str | None], matches: bool
+) -> None:
+    fields = tuple(stored_values)
+    assert vary_matches(fields, stored_values, h(*request_pairs)) is matches
