@@ -24,6 +24,7 @@ from proxy.hot import HOT_KEY, HotHits
 from proxy.origins import make_origin
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
+from proxy.policy.transitions import PolicyOptions
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
@@ -101,7 +102,9 @@ def build_app(config: Config, store: Store) -> web.Application:
         )
     )
     ttl_policy = config.ttl_policy  # built once: every lifetime is bounded by the same one
-    settings = FillSettings(config.max_object_size, config.targeted_fields, guard, ttl_policy)
+    # What the rules read of the config, built once for the handler and every fill.
+    policy = PolicyOptions(config.targeted_fields, config.grace, ttl_policy)
+    settings = FillSettings(config.max_object_size, guard, policy)
     fills = Fills(
         origin,
         store,
@@ -119,9 +122,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         store,
         origin,
         fills,
-        grace=config.grace,
-        ttl_policy=ttl_policy,
-        targets=config.targeted_fields,
+        policy=policy,
         x_accel_redirect=config.x_accel_redirect,
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],

@@ -35,8 +35,7 @@ from proxy.guard import Guard, ImageRejected
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
-from proxy.policy.storable import Verdict, may_store
-from proxy.policy.targeted import effective_headers
+from proxy.policy.transitions import Freshen, Unshare, on_response
 from proxy.policy.vary import vary_fields, vary_values
 from proxy.redact import redact
 from storage.entry import EntryMeta
@@ -170,46 +169,30 @@ class Fill:
         except ProxyError as exc:
             return self.fail(exc)
         response_time, response = time.time(), complete_if_whole(response)
-        if response.status == 304 and self.stale is not None:
+        outcome = on_response(
+            self.stale is not None,
+            response.status,
+            response.headers,
+            self.request_headers,
+            settings.policy,
+        )
+        if isinstance(outcome, Freshen):
             return await self._freshen(store, response, settings, request_time, response_time)
         fields = vary_fields(response.headers)
-        policy_headers = effective_headers(response.headers, settings.targets)
-        verdict = may_store(
-            "GET",
-            self.request_headers,
-            response.status,
-            policy_headers,
-            default_ttl=settings.ttl_policy.default_ttl,
-        )
-        if self.stale is not None and response.status >= 500 and verdict.ok:
-            # RFC 9111 §4.3.3: a 5xx to a revalidation may be handled "as if the server
-            # failed to respond"; it must not replace the stored response that
-            # stale-if-error may still serve.
-            verdict = Verdict(False, "origin-error")
         head = FillHead(
             response.status,
             response.headers,
             response.content_length,
-            verdict,
+            outcome.verdict,
             fields,
             vary_values(fields, self.request_headers),
             response.timings,
         )
-        body = response.body
-        guard = settings.guard
-        if guard is not None and guard.enabled:
-            # Nothing reaches a client or the disk before the image header was judged.
-            try:
-                probe, body = await guard.inspect(response.headers.get("Content-Type", ""), body)
-            except ProxyError as exc:
-                if isinstance(exc, ImageRejected):
-                    metrics.GUARD_REJECTIONS.labels("header").inc()
-                await response.stop()  # the rest of a rejected body is never downloaded
-                return self.fail(exc)
-            if probe is not None and probe.problem and verdict.ok:
-                head.stored, head.detail = False, "not-a-valid-image"
-                log.warning("image_not_stored", key=self.key, reason=probe.problem)
-        if not verdict.ok:  # not shareable: it goes to one client, judged all the same
+        try:
+            body = await self._judge_image(settings.guard, response, head)
+        except ProxyError as exc:
+            return self.fail(exc)
+        if isinstance(outcome, Unshare):  # it goes to one client, judged all the same
             response.body = body
             return await self._hand_to_leader(head, response)
         if head.stored:
@@ -238,11 +221,33 @@ class Fill:
             self.body.end()
             return await response.stop()  # the rest is never downloaded
         if self.state is State.STORING:
-            await self._keep(store, response, head, guard, request_time, response_time)
+            await self._keep(store, response, head, settings.guard, request_time, response_time)
             self._to(State.COMPLETE)
         else:
             self._to(State.PASSED)
         self.body.end()
+
+    async def _judge_image(
+        self, guard: Guard | None, response: OriginResponse, head: FillHead
+    ) -> AsyncIterator[bytes]:
+        """The body, once the image guard judged its header: nothing reaches a client or
+        the disk before. Raises (the rest never downloaded) when the image is refused; an
+        image that only looks broken is served but not stored."""
+        if guard is None or not guard.enabled:
+            return response.body
+        try:
+            probe, body = await guard.inspect(
+                response.headers.get("Content-Type", ""), response.body
+            )
+        except ProxyError as exc:
+            if isinstance(exc, ImageRejected):
+                metrics.GUARD_REJECTIONS.labels("header").inc()
+            await response.stop()
+            raise
+        if probe is not None and probe.problem and head.shared:
+            head.stored, head.detail = False, "not-a-valid-image"
+            log.warning("image_not_stored", key=self.key, reason=probe.problem)
+        return body
 
     def _admit(self, store: Store, length: int | None, max_object_size: int | None) -> str:
         """Open the temp file if this response may be stored; else the reason it may not."""
@@ -372,7 +377,7 @@ class Fill:
             self.stale.meta,
             response,
             self.request_headers,
-            settings.targets,
+            settings.policy.targets,
             request_time,
             response_time,
         )

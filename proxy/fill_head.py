@@ -10,9 +10,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.guard import Guard
 from proxy.origins.base import OriginResponse
-from proxy.policy.freshness import RFC_ONLY, TtlPolicy
 from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
+from proxy.policy.transitions import DEFAULT_POLICY, PolicyOptions
 from storage.entry import EntryMeta
 
 # Request fields a fill never forwards: it fetches the whole, unconditional object for
@@ -27,9 +27,8 @@ class FillSettings:
     """What every fill of this instance obeys, from the configuration."""
 
     max_object_size: int | None = None
-    targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
     guard: Guard | None = None
-    ttl_policy: TtlPolicy = RFC_ONLY  # the operator's bounds on freshness lifetimes
+    policy: PolicyOptions = DEFAULT_POLICY  # what the caching rules read
 
 
 @dataclass

@@ -9,26 +9,35 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from functools import partial
 from http import HTTPStatus
 
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
+from proxy.errors import InternalError, Overloaded, ProxyError
+from proxy.errors import NotCached as NotCachedError
 from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Stale
 from proxy.fills import Fills
 from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request, request_id
 from proxy.origins.base import Origin, OriginResponse
 from proxy.policy.cache_status import CacheStatus
-from proxy.policy.directives import cache_control_of
-from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, current_age, time_to_live
+from proxy.policy.freshness import Timing, current_age
 from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
 from proxy.policy.invalidation import invalidated_targets
-from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
-from proxy.policy.targeted import SURROGATE_CAPABILITY, effective_headers
+from proxy.policy.reuse import has_validators
+from proxy.policy.targeted import SURROGATE_CAPABILITY
+from proxy.policy.transitions import (
+    DEFAULT_POLICY,
+    Bypass,
+    NotCached,
+    PolicyOptions,
+    Serve,
+    StoredView,
+    Validate,
+    on_request,
+)
 from proxy.policy.vary import vary_matches, vary_values
 from proxy.respond import (
     RESPONSE_KEY,
@@ -51,8 +60,6 @@ log = structlog.get_logger("pixcache.request")
 # RFC 9110 §9.2.1: the safe methods. Anything else invalidates (RFC 9111 §4.4).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CACHED_METHODS = frozenset({"GET", "HEAD"})
-# Reuse outcomes that let a response a fill already received answer a request that joins it.
-REUSED = frozenset({Action.FRESH, Action.STALE_OK})
 # Lookups per request: a fill that waited for another process's fill looks up again.
 LOOKUPS = 3
 
@@ -79,9 +86,7 @@ class Handler:
         origin: Origin,
         fills: Fills,
         *,
-        grace: float = 0.0,
-        ttl_policy: TtlPolicy = RFC_ONLY,
-        targets: tuple[str, ...] = (),
+        policy: PolicyOptions = DEFAULT_POLICY,
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
         hot: HotHits | None = None,
@@ -89,10 +94,7 @@ class Handler:
         self.store = store
         self.origin = origin
         self.fills = fills
-        self.ttl_policy = ttl_policy  # the operator's bounds on every freshness lifetime
-        # `grace`: seconds a stale entry may serve while the origin fails.
-        self.decide_reuse = partial(decide_reuse, grace=grace, ttl_policy=ttl_policy)
-        self.targets = targets  # RFC 9213 targeted fields, most specific first
+        self.policy = policy  # what the caching rules read of the config
         self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
         # What a fill, fetched once for every client of the key, never forwards.
         self.not_forwarded_on_fill = NOT_FORWARDED_ON_FILL | unkeyed_fields
@@ -145,35 +147,31 @@ class Handler:
         self, request: web.Request, key: str, primary: str, found: Lookup
     ) -> Served | None:
         """Serve from the entry found, or go forward; None to look up again."""
-        if found.entry is not None:
-            reuse = self.decide(request, found.entry)
-            if reuse.action in (Action.FRESH, Action.STALE_OK, Action.STALE_REFRESH):
-                self.store.note_use(primary)
-                self.store.note_use(found.coalesce_key)
-                cache = CacheStatus(hit=True, ttl=reuse.ttl)
-                if reuse.action is Action.STALE_REFRESH:
-                    # RFC 5861 §3: serve stale now, revalidate in the background.
-                    await self.refresh_in_background(request, key, found)
-                    cache = CacheStatus(hit=True, ttl=reuse.ttl, detail="stale-while-revalidate")
-                elif self.hot is not None and found.coalesce_key == primary:
-                    self.hot.remember(
-                        request, key, primary, found.entry, self.store.head_path(primary)
-                    )
-                return await self.serve_hit(request, found.take(), cache)
-            found.fwd = reuse.fwd
-            if reuse.action is Action.UNUSABLE:
-                return await self.relay(
-                    request, key, CacheStatus(fwd="request", detail="authorization")
-                )
-            found.stale_if_error = reuse.stale_if_error
-        if only_if_cached(request.headers):
-            # RFC 9111 §5.2.1.7: no stored response that may be used: 504, never a forward.
-            return await self.error(
-                request, NotCached("only-if-cached"), CacheStatus(fwd=found.fwd)
+        view = None if found.entry is None else stored_view(found.entry)
+        outcome = on_request(view, request.headers, time.time(), self.policy, absent=found.fwd)
+        if isinstance(outcome, Serve):
+            assert found.entry is not None
+            self.store.note_use(primary)
+            self.store.note_use(found.coalesce_key)
+            cache = CacheStatus(hit=True, ttl=outcome.ttl)
+            if outcome.refresh:
+                # RFC 5861 §3: serve stale now, revalidate in the background.
+                await self.refresh_in_background(request, key, found)
+                cache = CacheStatus(hit=True, ttl=outcome.ttl, detail="stale-while-revalidate")
+            elif self.hot is not None and found.coalesce_key == primary:
+                self.hot.remember(request, key, primary, found.entry, self.store.head_path(primary))
+            return await self.serve_hit(request, found.take(), cache)
+        if isinstance(outcome, Bypass):
+            return await self.relay(
+                request, key, CacheStatus(fwd=outcome.fwd, detail=outcome.detail)
             )
-        if "no-store" in cache_control_of(request.headers):
-            # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
-            return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
+        found.fwd = outcome.fwd
+        if isinstance(outcome, NotCached):
+            return await self.error(
+                request, NotCachedError("only-if-cached"), CacheStatus(fwd=found.fwd)
+            )
+        if isinstance(outcome, Validate):
+            found.stale_if_error = outcome.stale_if_error
         # A request with Authorization fills too (forwarding it): its response is stored
         # and shared only where §3.5 allows (may_store), else it goes to this client
         # alone; only requests with the same credentials join its fill (fills.joining_key).
@@ -197,13 +195,6 @@ class Handler:
             os.close(selected.fd)  # a hash collision or a foreign file: never serve it
             return Lookup(None, variant, plan, "vary-miss")
         return Lookup(selected, variant, plan, "")
-
-    def decide(self, request: web.Request, entry: OpenEntry) -> Reuse:
-        """How the stored response may answer this request (RFC 9111 §4, RFC 5861)."""
-        meta = entry.meta
-        stored = effective_headers(CIMultiDict(meta.headers), self.targets)
-        timing = Timing(meta.request_time, meta.response_time)
-        return self.decide_reuse(meta.status, stored, timing, request.headers, time.time())
 
     async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
         meta = entry.meta
@@ -324,7 +315,7 @@ class Handler:
             hit=True,
             fwd="stale",
             fwd_status=status,
-            ttl=self.decide(request, found.entry).ttl,
+            ttl=stored_view(found.entry).ttl(time.time(), self.policy),
             detail="stale-if-error",
         )
         return await self.serve_hit(request, found.take(), cache)
@@ -338,9 +329,9 @@ class Handler:
         if head is None or not head.shared:
             return False
         now = time.time()
-        headers = effective_headers(head.headers, self.targets)
-        reuse = self.decide_reuse(head.status, headers, Timing(now, now), request.headers, now)
-        if reuse.action in REUSED:
+        answer = StoredView(head.status, head.headers, Timing(now, now))
+        outcome = on_request(answer, request.headers, now, self.policy)
+        if isinstance(outcome, Serve) and not outcome.refresh:
             return False
         assert fill is not None
         await fill.wait_end()  # the fill's own deadlines bound this
@@ -348,8 +339,7 @@ class Handler:
 
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()
-        headers = effective_headers(head.headers, self.targets)
-        return time_to_live(head.status, headers, Timing(now, now), now, ttl_policy=self.ttl_policy)
+        return StoredView(head.status, head.headers, Timing(now, now)).ttl(now, self.policy)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer; nothing is stored."""
@@ -429,6 +419,12 @@ class Handler:
             return await self.error(request, error, CacheStatus())
         except (ClientGone, ConnectionError):
             return Served(499, CacheStatus(detail="internal"), error=error)
+
+
+def stored_view(entry: OpenEntry) -> StoredView:
+    """An open entry as the caching rules see it."""
+    meta = entry.meta
+    return StoredView(meta.status, meta.headers, Timing(meta.request_time, meta.response_time))
 
 
 def error_body(exc: ProxyError, rid: str) -> bytes:
