@@ -1,12 +1,8 @@
 """A fill: one origin fetch for a key, streamed into a temp file that every waiting client
-reads while it grows, then committed. At most one fill per key is in flight (invariant 3;
-across processes, see proxy/fills.py).
-
-The fill runs in a task of its own, so a client that disconnects never cancels it. When
-the response turns out not to be shareable, it goes to the client that started the fill
-(the leader) alone, and every other waiter fetches for itself. When it is shareable but
-cannot be stored (too large, disk full, I/O error), the clients still get all of it: the
-rest of the body is handed on through a bounded in-memory tail (proxy/tail.py), and its
+reads while it grows, then committed; at most one per key in flight (invariant 3). It runs
+in a task of its own (a client that leaves never cancels it) through the states of
+proxy/fill_state.py. An unshareable response goes to the leader alone; a shareable one
+that cannot be stored reaches its readers through a bounded in-memory tail, and its
 download stops once the last of them has left (invariant 8)."""
 
 from __future__ import annotations
@@ -27,17 +23,18 @@ from proxy.fill_head import (
     NOT_FORWARDED_ON_FILL,
     FillHead,
     FillSettings,
+    LeaderSlot,
     Stale,
     complete_if_whole,
 )
 from proxy.fill_state import FINAL, HEAD_KNOWN, JOINABLE, State, check_transition
-from proxy.guard import Guard, ImageRejected
+from proxy.guard import Guard
+from proxy.observe import log_fill_error
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
 from proxy.policy.transitions import Freshen, Unshare, on_response
 from proxy.policy.vary import vary_fields, vary_values
-from proxy.redact import redact
 from storage.entry import EntryMeta
 from storage.errors import StorageFault
 from storage.keylock import KeyLock
@@ -72,10 +69,7 @@ class Fill:
         self.state = State.QUEUED  # changed only by `_to`, along proxy/fill_state.py's table
         self.head: FillHead | None = None  # what the origin answered, once known
         self.body = FillBody()
-        # The leader's claim on a response that is not shareable.
-        self.leader_slot: asyncio.Future[OriginResponse] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.leader_slot = LeaderSlot()  # a response that is not shareable, for the leader
         # Set when the URL was invalidated during the fill: what it fetched predates that.
         self.invalidated = False
         # Purges from this moment on cover what this fill fetches (storage checks at commit).
@@ -87,7 +81,6 @@ class Fill:
         self._unread = False  # the last reader left a body that is not stored
         self._task: asyncio.Task[None] | None = None  # the task running `run`
         self._task_done = False
-        self._claimed = False
 
     def _to(self, state: State) -> None:
         self.state = check_transition(self.state, state)
@@ -121,19 +114,6 @@ class Fill:
     async def wait_end(self) -> None:
         """Return once the fill reached a final state (committed, failed, handed...)."""
         await self._ended.wait()
-
-    def claim_for_leader(self) -> OriginResponse:
-        """The unshared response, for the client that started the fill (only it)."""
-        self._claimed = True
-        return self.leader_slot.result()
-
-    async def release_leader(self) -> None:
-        """The leader is done: a response it never claimed must not leak a connection."""
-        if not self.leader_slot.done():
-            self.leader_slot.cancel()
-        elif not self.leader_slot.cancelled() and not self._claimed:
-            self._claimed = True
-            await self.leader_slot.result().close()
 
     def leave(self, reader: int) -> None:
         self.body.tail.leave(reader)
@@ -188,10 +168,15 @@ class Fill:
             vary_values(fields, self.request_headers),
             response.timings,
         )
-        try:
-            body = await self._judge_image(settings.guard, response, head)
-        except ProxyError as exc:
-            return self.fail(exc)
+        body, problem = response.body, ""
+        if settings.guard is not None:
+            try:
+                body, problem = await settings.guard.judge(response)
+            except ProxyError as exc:
+                return self.fail(exc)
+        if problem and head.shared:  # served, but a broken-looking image is never stored
+            head.stored, head.detail = False, "not-a-valid-image"
+            log.warning("image_not_stored", key=self.key, reason=problem)
         if isinstance(outcome, Unshare):  # it goes to one client, judged all the same
             response.body = body
             return await self._hand_to_leader(head, response)
@@ -226,28 +211,6 @@ class Fill:
         else:
             self._to(State.PASSED)
         self.body.end()
-
-    async def _judge_image(
-        self, guard: Guard | None, response: OriginResponse, head: FillHead
-    ) -> AsyncIterator[bytes]:
-        """The body, once the image guard judged its header: nothing reaches a client or
-        the disk before. Raises (the rest never downloaded) when the image is refused; an
-        image that only looks broken is served but not stored."""
-        if guard is None or not guard.enabled:
-            return response.body
-        try:
-            probe, body = await guard.inspect(
-                response.headers.get("Content-Type", ""), response.body
-            )
-        except ProxyError as exc:
-            if isinstance(exc, ImageRejected):
-                metrics.GUARD_REJECTIONS.labels("header").inc()
-            await response.stop()
-            raise
-        if probe is not None and probe.problem and head.shared:
-            head.stored, head.detail = False, "not-a-valid-image"
-            log.warning("image_not_stored", key=self.key, reason=probe.problem)
-        return body
 
     def _admit(self, store: Store, length: int | None, max_object_size: int | None) -> str:
         """Open the temp file if this response may be stored; else the reason it may not."""
@@ -404,29 +367,13 @@ class Fill:
         self.head = head
         self._to(State.HANDED)
         self.body.end()
-        if self.leader_slot.done():  # the leader went away; nobody may have this response
-            await response.close()
-        else:
-            self.leader_slot.set_result(response)
+        await self.leader_slot.hand(response)
 
     def fail(self, exc: ProxyError) -> None:
         """The fill failed: every reader gets `exc` (a fill already ended keeps its end)."""
         if self.state in FINAL:
             return
-        where = {
-            name: value
-            for name in ("bucket", "object_key", "reason")
-            if (value := getattr(exc, name, None)) is not None
-        }  # S3 errors say which bucket and key, and why
-        log.warning(
-            exc.event,
-            key=self.key,
-            origin=exc.origin,
-            stage=exc.stage,
-            error=exc.message,
-            cause=redact(exc.detail) or None,
-            **where,
-        )
+        log_fill_error(self.key, exc)
         if self._temp is not None:
             self._temp.discard()
             self._temp = None

@@ -4,6 +4,7 @@ an answer (a 206 carrying the whole representation) or a storage fault."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field, replace
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -70,3 +71,29 @@ def complete_if_whole(response: OriginResponse) -> OriginResponse:
     headers = CIMultiDict(response.headers)
     del headers["Content-Range"]
     return replace(response, status=200, headers=CIMultiDictProxy(headers), content_length=length)
+
+
+class LeaderSlot:
+    """A response that is not shareable, handed to the request that started the fill
+    (the leader) and to nobody else; closed if the leader never takes it."""
+
+    def __init__(self) -> None:
+        self._slot: asyncio.Future[OriginResponse] = asyncio.get_running_loop().create_future()
+        self._claimed = False
+
+    async def hand(self, response: OriginResponse) -> None:
+        if self._slot.done():  # the leader went away; nobody may have this response
+            await response.close()
+        else:
+            self._slot.set_result(response)
+
+    def claim(self) -> OriginResponse:
+        self._claimed = True
+        return self._slot.result()
+
+    async def release(self) -> None:
+        if not self._slot.done():
+            self._slot.cancel()
+        elif not self._slot.cancelled() and not self._claimed:
+            self._claimed = True
+            await self._slot.result().close()

@@ -9,25 +9,28 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from http import HTTPStatus
 
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import InternalError, Overloaded, ProxyError
 from proxy.errors import NotCached as NotCachedError
+from proxy.errors import Overloaded, ProxyError
 from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Stale
 from proxy.fills import Fills
 from proxy.hot import HotHits
-from proxy.observe import PENDING_KEY, Served, record_request, request_id
-from proxy.origins.base import Origin, OriginResponse
+from proxy.observe import PENDING_KEY, Served, record_request
+from proxy.origins.base import Origin
+from proxy.passthrough import (
+    forwarded_headers,
+    relay_response,
+    send_error,
+    send_internal_error,
+)
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.freshness import Timing, current_age
-from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
 from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import has_validators
-from proxy.policy.targeted import SURROGATE_CAPABILITY
 from proxy.policy.transitions import (
     DEFAULT_POLICY,
     Bypass,
@@ -41,14 +44,10 @@ from proxy.policy.transitions import (
 from proxy.policy.vary import vary_matches, vary_values
 from proxy.respond import (
     RESPONSE_KEY,
-    VIA,
     ClientGone,
-    abort,
     client_headers,
     send_entry,
     send_filling,
-    send_stream,
-    start,
 )
 from proxy.x_accel import nginx_may_send, send_by_nginx
 from storage.layout import primary_key_hash, variant_key_hash
@@ -119,7 +118,7 @@ class Handler:
             raise
         except Exception as exc:  # noqa: BLE001 - one request's bug must not cost a 500 without Cache-Status
             log.exception("handler_failed", path=request.rel_url.raw_path_qs)
-            served = await self.internal_error(request, exc)
+            served = await send_internal_error(request, exc)
         finally:
             record_request(request, served, began)
         # The response was written already (or the connection is gone); aiohttp's own
@@ -167,7 +166,7 @@ class Handler:
             )
         found.fwd = outcome.fwd
         if isinstance(outcome, NotCached):
-            return await self.error(
+            return await send_error(
                 request, NotCachedError("only-if-cached"), CacheStatus(fwd=found.fwd)
             )
         if isinstance(outcome, Validate):
@@ -227,10 +226,10 @@ class Handler:
         except Overloaded:
             return  # the stale entry is served all the same; a later request refreshes it
         fill.leave(reader)  # nobody reads this one; it only refreshes the entry
-        await fill.release_leader()
+        await fill.leader_slot.release()
 
     def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
-        fetch_headers = _forwarded_headers(request, drop=self.not_forwarded_on_fill)
+        fetch_headers = forwarded_headers(request, drop=self.not_forwarded_on_fill)
         entry = found.entry
         seen = entry.identity if entry is not None else None
         stale = None
@@ -250,7 +249,7 @@ class Handler:
         except Overloaded as exc:
             if found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, None)
-            return await self.error(request, exc, CacheStatus(fwd=found.fwd))
+            return await send_error(request, exc, CacheStatus(fwd=found.fwd))
         try:
             try:
                 head = await fill.wait_head()
@@ -258,7 +257,7 @@ class Handler:
                 if found.stale_if_error:
                     return await self.serve_stale_on_error(request, found, None)
                 cache = CacheStatus(fwd=found.fwd, collapsed=not leader)
-                return await self.error(request, exc, cache)
+                return await send_error(request, exc, cache)
             if head is None:  # another process committed the key: look it up again
                 return None
             if head.status >= 500 and found.stale_if_error:
@@ -270,7 +269,7 @@ class Handler:
                     detail=head.verdict.reason,
                 )
                 if leader:
-                    return await self.relay_response(request, fill.claim_for_leader(), cache)
+                    return await relay_response(request, fill.leader_slot.claim(), cache)
                 return await self.relay(request, key, cache)
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
@@ -304,7 +303,7 @@ class Handler:
         finally:
             fill.leave(reader)
             if leader:
-                await fill.release_leader()
+                await fill.leader_slot.release()
 
     async def serve_stale_on_error(
         self, request: web.Request, found: Lookup, status: int | None
@@ -344,37 +343,16 @@ class Handler:
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer; nothing is stored."""
         try:
-            response = await self.origin.fetch(request.method, key, _forwarded_headers(request))
+            response = await self.origin.fetch(request.method, key, forwarded_headers(request))
         except ProxyError as exc:
-            return await self.error(request, exc, cache)
-        return await self.relay_response(request, response, cache)
-
-    async def relay_response(
-        self, request: web.Request, origin_response: OriginResponse, cache: CacheStatus
-    ) -> Served:
-        cache = CacheStatus(
-            fwd=cache.fwd or "bypass",
-            fwd_status=cache.fwd_status or origin_response.status,
-            detail=cache.detail,
-        )
-        served = Served(origin_response.status, cache, origin_response.timings)
-        try:
-            headers = client_headers(origin_response.headers, cache.render())
-            response = await start(
-                request, origin_response.status, headers, origin_response.content_length
-            )
-            await send_stream(request, response, origin_response.body)
-        except ProxyError as exc:
-            served.error = exc
-        finally:
-            await origin_response.close()
-        return served
+            return await send_error(request, exc, cache)
+        return await relay_response(request, response, cache)
 
     async def forward(self, request: web.Request, key: str) -> Served:
         """Methods we do not cache go to the origin with their body; a non-error answer to
         an unsafe method invalidates what is stored for the URL (RFC 9111 §4.4)."""
         cache = CacheStatus(fwd="method")
-        headers = _forwarded_headers(request)
+        headers = forwarded_headers(request)
         body = None
         if request.can_read_body:
             body = request.content.iter_chunked(64 * 1024)
@@ -385,71 +363,16 @@ class Handler:
         try:
             response = await self.origin.fetch(request.method, key, headers, body)
         except ProxyError as exc:
-            return await self.error(request, exc, cache)
+            return await send_error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
             for path_qs in invalidated_targets(key, request.host, response.headers):
                 primary = primary_key_hash(path_qs)
                 self.fills.invalidate(primary)
                 await self.store.remove(primary)
-        return await self.relay_response(request, response, cache)
-
-    async def error(self, request: web.Request, exc: ProxyError, cache: CacheStatus) -> Served:
-        detail = f"{exc.event}" + (f" stage={exc.stage}" if exc.stage else "")
-        cache = CacheStatus(fwd=cache.fwd, collapsed=cache.collapsed, detail=detail)
-        headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
-        if isinstance(exc, Overloaded):
-            headers["Retry-After"] = str(exc.retry_after)
-        with_via(headers, "1.1", VIA)
-        headers["Cache-Status"] = cache.render()
-        rid = headers["X-Request-Id"] = request_id(request)
-        body = error_body(exc, rid)
-        response = await start(request, exc.status, headers, len(body))
-        if request.method != "HEAD":
-            await response.write(body)
-        await response.write_eof()
-        return Served(exc.status, cache, error=exc)
-
-    async def internal_error(self, request: web.Request, exc: Exception) -> Served:
-        error = InternalError(f"internal error: {type(exc).__name__}")
-        response = request.get(RESPONSE_KEY)
-        if response is not None and response.prepared:
-            abort(request)  # the headers are out: cut the body so it cannot look complete
-            return Served(500, CacheStatus(detail="internal"), error=error)
-        try:
-            return await self.error(request, error, CacheStatus())
-        except (ClientGone, ConnectionError):
-            return Served(499, CacheStatus(detail="internal"), error=error)
+        return await relay_response(request, response, cache)
 
 
 def stored_view(entry: OpenEntry) -> StoredView:
     """An open entry as the caching rules see it."""
     meta = entry.meta
     return StoredView(meta.status, meta.headers, Timing(meta.request_time, meta.response_time))
-
-
-def error_body(exc: ProxyError, rid: str) -> bytes:
-    """What a client reads of an error: the status, what failed and at which stage, and the
-    id of the log line that has the details. Only pixcache's own words: `message` is
-    composed from what pixcache knows; library text (`detail`) never reaches a client, as it
-    can name internal addresses or carry another request's header values (invariant 7)."""
-    phrase = HTTPStatus(exc.status).phrase if exc.status in _STATUSES else "Error"
-    lines = [f"{exc.status} {phrase}: {exc.message}"]
-    if exc.stage:
-        lines.append(f"stage: {exc.stage}")
-    lines.append(f"request id: {rid}")
-    return ("\n".join(lines) + "\n").encode()
-
-
-_STATUSES = frozenset(s.value for s in HTTPStatus)
-
-
-def _forwarded_headers(
-    request: web.Request, *, drop: frozenset[str] = frozenset()
-) -> CIMultiDict[str]:
-    """RFC 9110 §7.6: strip hop-by-hop fields and add Via. Host names the origin, which the
-    client library sets from the configured URL. Surrogate-Capability tells the origin
-    that Surrogate-Control directives may target us (Edge Architecture 1.0)."""
-    headers = end_to_end(request.headers, drop=drop | REQUEST_FRAMING | {"host"})
-    with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
-    headers.add("Surrogate-Capability", SURROGATE_CAPABILITY)
-    return headers
