@@ -95,19 +95,25 @@ def cache_control_of(headers: Headers) -> CacheControl:
     return parse_cache_control(headers.getall("Cache-Control", ()))
 
 
-# RFC 9110 §5.6.7: the three forms of HTTP-date. The ABNF's %s strings make day names,
-# month names and "GMT" case-sensitive; every separator is exactly one SP (asctime pads a
-# one-digit day with a second SP instead of a zero); only ASCII digits count.
+# RFC 9110 §5.6.7: the three forms of HTTP-date. Every separator is exactly one SP
+# (asctime pads a one-digit day with a second SP instead of a zero); only ASCII digits
+# count. The ABNF's %s strings make day names, month names and "GMT" case-sensitive, but
+# §5.6.7 also encourages recipients "to be robust in parsing timestamps": a date that is
+# right in every way but the case of its letters is read, not taken for expired.
 _DAY = "(Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _DAY_LONG = "(Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)"
 _MONTH = "(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _TIME = "([0-9]{2}):([0-9]{2}):([0-9]{2})"
 # IMF-fixdate = day-name "," SP date1 SP time-of-day SP GMT; date1 = day SP month SP year
-_IMF_FIXDATE = re.compile(f"{_DAY}, ([0-9]{{2}}) {_MONTH} ([0-9]{{4}}) {_TIME} GMT")
+_IMF_FIXDATE = re.compile(f"{_DAY}, ([0-9]{{2}}) {_MONTH} ([0-9]{{4}}) {_TIME} GMT", re.IGNORECASE)
 # rfc850-date = day-name-l "," SP date2 SP time-of-day SP GMT; date2 = day "-" month "-" 2DIGIT
-_RFC850_DATE = re.compile(f"{_DAY_LONG}, ([0-9]{{2}})-{_MONTH}-([0-9]{{2}}) {_TIME} GMT")
+_RFC850_DATE = re.compile(
+    f"{_DAY_LONG}, ([0-9]{{2}})-{_MONTH}-([0-9]{{2}}) {_TIME} GMT", re.IGNORECASE
+)
 # asctime-date = day-name SP date3 SP time-of-day SP year; date3 = month SP (2DIGIT / SP DIGIT)
-_ASCTIME_DATE = re.compile(f"{_DAY} {_MONTH} ([0-9]{{2}}| [0-9]) {_TIME} ([0-9]{{4}})")
+_ASCTIME_DATE = re.compile(
+    f"{_DAY} {_MONTH} ([0-9]{{2}}| [0-9]) {_TIME} ([0-9]{{4}})", re.IGNORECASE
+)
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -117,7 +123,7 @@ def parse_http_date(value: str | None, *, now: float | None = None) -> float | N
 
     A recipient MUST accept all three forms: IMF-fixdate, the obsolete RFC 850 form and
     asctime; anything else is invalid, including near misses that lenient parsers take
-    (two-digit years outside RFC 850, other zones, other capitalisation, missing comma,
+    (two-digit years outside RFC 850, other zones, missing comma,
     extra spaces, a day name of the wrong form). The grammar does not tie the day name
     to the date, so a weekday that does not match is accepted: the date says when.
     `now` (default: the clock) places an RFC 850 two-digit year (see `_rfc850_year`)."""
@@ -133,7 +139,7 @@ def parse_http_date(value: str | None, *, now: float | None = None) -> float | N
     if match := _RFC850_DATE.fullmatch(text):
         _, day, month, yy, hour, minute, second = match.groups()
         clock = (int(hour), int(minute), int(second))
-        year = _rfc850_year(int(yy), _MONTHS.index(month) + 1, int(day), clock, now)
+        year = _rfc850_year(int(yy), _MONTHS.index(month.capitalize()) + 1, int(day), clock, now)
         if year is None:
             return None
         return _timestamp(year, month, day, hour, minute, second)
@@ -149,7 +155,7 @@ def _timestamp(
     if h > 23 or m > 59 or s > 60 or (s == 60 and (h, m) != (23, 59)):
         return None
     try:
-        date = datetime(year, _MONTHS.index(month) + 1, int(day), tzinfo=UTC)
+        date = datetime(year, _MONTHS.index(month.capitalize()) + 1, int(day), tzinfo=UTC)
     except ValueError:  # year 0, or a day the month does not have
         return None
     return date.timestamp() + h * 3600 + m * 60 + s

@@ -154,13 +154,15 @@ def _in_an_hour(form: str) -> str:
     """A date an hour ahead in one of the three HTTP-date forms."""
     if form == "imf":
         return formatdate(time.time() + 3600, usegmt=True)
+    if form == "imf-upper-case":  # §5.6.7: recipients are robust to the letters' case
+        return formatdate(time.time() + 3600, usegmt=True).upper()
     moment = time.gmtime(time.time() + 3600)
     if form == "rfc850":
         return time.strftime("%A, %d-%b-%y %H:%M:%S GMT", moment)
     return time.strftime("%a %b %e %H:%M:%S %Y", moment)  # asctime, day padded with SP
 
 
-@pytest.mark.parametrize("form", ["imf", "rfc850", "asctime"])
+@pytest.mark.parametrize("form", ["imf", "imf-upper-case", "rfc850", "asctime"])
 async def test_rfc9110_5_6_7_every_date_form_is_a_valid_expires(
     origin: FakeOrigin, proxy: Proxy, form: str
 ) -> None:
@@ -181,7 +183,6 @@ async def test_rfc9110_5_6_7_every_date_form_is_a_valid_expires(
         "Thu, 18 Aug 2050 02.01.18 GMT",  # periods
         "Thu, 18 Aug 2050 2:01:18 GMT",  # one-digit hour
         "Thu, 18 Aug 2050 02:01:18 UTC",  # not GMT
-        "Thu, 18 AUG 2050 02:01:18 GMT",  # case
         "0",
     ],
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,9 @@ async def test_later_hits_are_the_full_paths_response(
     origin: FakeOrigin, make_proxy: MakeProxy, size: int, settings: dict[str, str]
 ) -> None:
     body = pattern_bytes(size, seed=size)
-    origin.add("/a.jpg", Obj(body=body, headers=HEADERS))
+    # One Date for both proxies' fetches: the origin's own Date would differ between them
+    # whenever the two fetches straddle a second.
+    origin.add("/a.jpg", Obj(body=body, headers={**HEADERS, "Date": formatdate(usegmt=True)}))
     cold = await make_proxy(origin.url, hot_cache_size="0", **settings)
     hot = await make_proxy(origin.url, **settings)
     for proxy in (cold, hot):

@@ -81,12 +81,6 @@ def test_rfc9110_5_6_7_imf_fixdate_is_accepted(text: str, expected: float) -> No
         "Thu, 18 Aug 2050 02:01:18 -0000",
         "Thu, 18 Aug 2050 02:01:18 EST",
         "Thu, 18 Aug 2050 02:01:18 GMT+1",
-        "Thu, 18 Aug 2050 02:01:18 gMT",  # %s: case-sensitive
-        "Thu, 18 Aug 2050 02:01:18 gmt",
-        "THU, 18 Aug 2050 02:01:18 GMT",
-        "thu, 18 Aug 2050 02:01:18 GMT",
-        "Thu, 18 AUG 2050 02:01:18 GMT",
-        "Thu, 18 aug 2050 02:01:18 GMT",
         "Thursday, 18 Aug 2050 02:01:18 GMT",  # day-name is the three-letter name
         "Thu, 32 Aug 2050 02:01:18 GMT",  # out of range
         "Tue, 00 Aug 2050 02:01:18 GMT",
@@ -168,10 +162,6 @@ def test_rfc9110_5_6_7_rfc850_date_defaults_to_the_clock() -> None:
     "text",
     [
         "Sun, 06-Nov-94 08:49:37 GMT",  # day-name-l is the full name
-        "sunday, 06-Nov-94 08:49:37 GMT",  # %s: case-sensitive
-        "SUNDAY, 06-Nov-94 08:49:37 GMT",
-        "Sunday, 06-nov-94 08:49:37 GMT",
-        "Sunday, 06-Nov-94 08:49:37 gmt",
         "Sunday, 06-Nov-1994 08:49:37 GMT",  # date2 ends in 2DIGIT
         "Sunday, 06 Nov 94 08:49:37 GMT",  # dashes, not spaces
         "Sunday, 06-Nov 94 08:49:37 GMT",
@@ -224,8 +214,6 @@ def test_rfc9110_5_6_7_asctime_date_is_accepted(text: str, expected: float) -> N
         "Sun Nov  6 08:49:37 1994 GMT",  # no zone in asctime
         "Sun, Nov  6 08:49:37 1994",  # no comma
         "Sunday Nov  6 08:49:37 1994",
-        "sun Nov  6 08:49:37 1994",
-        "Sun nov  6 08:49:37 1994",
         "Sun Nov  6 8:49:37 1994",
         "Sun Nov  6 08:49 1994",
         "Sun Nov 31 08:49:37 1994",
@@ -261,7 +249,6 @@ INVALID_DATES = [
     "Thu, 18 Aug 50 02:01:18 GMT",
     "Thu 18 Aug 2050 02:01:18 GMT",
     "Thu, 18 Aug 2050 02:01:18 UTC",
-    "Thu, 18 AUG 2050 02:01:18 GMT",
     "Thu, 18-Aug-2050 02:01:18 GMT",
     "0",
 ]
@@ -317,3 +304,21 @@ def test_rfc9110_13_1_3_a_valid_if_modified_since_in_any_form(since: str, expect
     request = CIMultiDict([("If-Modified-Since", since)])
     response = CIMultiDict([("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")])
     assert not_modified(request, response) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("Thu, 18 Aug 2050 02:01:18 gmt", "Thu, 18 Aug 2050 02:01:18 GMT"),
+        ("THU, 18 Aug 2050 02:01:18 GMT", "Thu, 18 Aug 2050 02:01:18 GMT"),
+        ("Thu, 18 aug 2050 02:01:18 GMT", "Thu, 18 Aug 2050 02:01:18 GMT"),
+        ("sunday, 06-NOV-94 08:49:37 gmt", "Sunday, 06-Nov-94 08:49:37 GMT"),
+        ("sun nov  6 08:49:37 1994", "Sun Nov  6 08:49:37 1994"),
+    ],
+)
+def test_rfc9110_5_6_7_letter_case_is_read_robustly(text: str, canonical: str) -> None:
+    """§5.6.7: "Recipients of timestamp values are encouraged to be robust in parsing
+    timestamps": only the case of the letters differs, so the date is the same one."""
+    now = ts(2026, 1, 1)
+    assert parse_http_date(canonical, now=now) is not None
+    assert parse_http_date(text, now=now) == parse_http_date(canonical, now=now)
