@@ -9,14 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import structlog
-import uvloop
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import metrics
 from proxy.admin import build_admin_app
 from proxy.config import Config
-from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits, plan_connections
+from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits
 from proxy.fill import FillSettings
 from proxy.fills import Fills
 from proxy.guard import Guard, GuardLimits
@@ -25,6 +24,7 @@ from proxy.hot import HOT_KEY, HotHits
 from proxy.origins import make_origin
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
+from proxy.policy.transitions import PolicyOptions
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
@@ -102,7 +102,9 @@ def build_app(config: Config, store: Store) -> web.Application:
         )
     )
     ttl_policy = config.ttl_policy  # built once: every lifetime is bounded by the same one
-    settings = FillSettings(config.max_object_size, config.targeted_fields, guard, ttl_policy)
+    # What the rules read of the config, built once for the handler and every fill.
+    policy = PolicyOptions(config.targeted_fields, config.grace, ttl_policy)
+    settings = FillSettings(config.max_object_size, guard, policy)
     fills = Fills(
         origin,
         store,
@@ -120,9 +122,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         store,
         origin,
         fills,
-        grace=config.grace,
-        ttl_policy=ttl_policy,
-        targets=config.targeted_fields,
+        policy=policy,
         x_accel_redirect=config.x_accel_redirect,
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],
@@ -249,15 +249,3 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         log.info("stopping")
         await admin_runner.cleanup()
         await runner.cleanup()
-
-
-def run(config: Config, store: Store) -> None:
-    """Serve, in this process or in worker processes. Raises ConfigError when the
-    connection limit does not fit the open-files limit."""
-    config = replace(config, max_connections=plan_connections(config))
-    if config.workers > 1:
-        from proxy.workers import run_workers
-
-        run_workers(config, store)
-    else:
-        uvloop.run(serve(config, store))

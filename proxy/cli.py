@@ -121,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _start(config: Config, store: Store) -> int:
     configure_logging(config.log_format, config.log_level)
-    from proxy.app import run
+    from proxy.workers import run
 
     try:
         run(config, store)

@@ -52,11 +52,12 @@ class IncompleteBody(ProxyError):
     stage = "read"
 
 
-class StorageFull(ProxyError):
-    """The cache filesystem is out of space; the response is served but not stored."""
+class LengthMismatch(ProxyError):
+    """An origin adapter handed on more, or fewer, body bytes than the Content-Length it
+    reported: the fill's own check, whatever the adapter enforced (invariant 2)."""
 
-    status = 507
-    event = "storage_full"
+    event = "body_length_mismatch"
+    stage = "read"
 
 
 class InternalError(ProxyError):

@@ -4,16 +4,16 @@ an answer (a 206 carrying the whole representation) or a storage fault."""
 
 from __future__ import annotations
 
-import errno
+import asyncio
 from dataclasses import dataclass, field, replace
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.guard import Guard
 from proxy.origins.base import OriginResponse
-from proxy.policy.freshness import RFC_ONLY, TtlPolicy
 from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
+from proxy.policy.transitions import DEFAULT_POLICY, PolicyOptions
 from storage.entry import EntryMeta
 
 # Request fields a fill never forwards: it fetches the whole, unconditional object for
@@ -28,9 +28,8 @@ class FillSettings:
     """What every fill of this instance obeys, from the configuration."""
 
     max_object_size: int | None = None
-    targets: tuple[str, ...] = ()  # RFC 9213 targeted fields
     guard: Guard | None = None
-    ttl_policy: TtlPolicy = RFC_ONLY  # the operator's bounds on freshness lifetimes
+    policy: PolicyOptions = DEFAULT_POLICY  # what the caching rules read
 
 
 @dataclass
@@ -59,11 +58,6 @@ class FillHead:
         return self.verdict.ok
 
 
-# The fill waited for another process's fill of the key, which committed an entry: look
-# the key up again instead of fetching.
-RETRY = object()
-
-
 def complete_if_whole(response: OriginResponse) -> OriginResponse:
     """A 206 whose Content-Range spans the whole representation, as the complete 200 it
     is (RFC 9111 §3.4), so it is stored and answers any later range. Any other 206 stays a
@@ -79,9 +73,27 @@ def complete_if_whole(response: OriginResponse) -> OriginResponse:
     return replace(response, status=200, headers=CIMultiDictProxy(headers), content_length=length)
 
 
-def storage_fault(exc: OSError) -> str:
-    """A short reason for an OSError of the store: disk full, quota, I/O error or other."""
-    name = {errno.ENOSPC: "enospc", errno.EDQUOT: "edquot", errno.EIO: "eio"}.get(
-        exc.errno or 0, "oserror"
-    )
-    return f"storage-{name}"
+class LeaderSlot:
+    """A response that is not shareable, handed to the request that started the fill
+    (the leader) and to nobody else; closed if the leader never takes it."""
+
+    def __init__(self) -> None:
+        self._slot: asyncio.Future[OriginResponse] = asyncio.get_running_loop().create_future()
+        self._claimed = False
+
+    async def hand(self, response: OriginResponse) -> None:
+        if self._slot.done():  # the leader went away; nobody may have this response
+            await response.close()
+        else:
+            self._slot.set_result(response)
+
+    def claim(self) -> OriginResponse:
+        self._claimed = True
+        return self._slot.result()
+
+    async def release(self) -> None:
+        if not self._slot.done():
+            self._slot.cancel()
+        elif not self._slot.cancelled() and not self._claimed:
+            self._claimed = True
+            await self._slot.result().close()

@@ -89,10 +89,9 @@ class Fills:
         """The fill in flight for fill.coalesce_key, or `fill` started now.
 
         Returns the fill, whether it was started now (this request leads it), and the
-        reader id the request must give back with `fill.tail.leave`."""
+        reader id the request must give back with `fill.leave`."""
         current = self.in_flight.get(joining_key(fill))
         if current is not None and current.joinable:
-            current.waiters += 1
             return current, False, current.join()
         self._admit()
         self._started += 1
@@ -116,20 +115,8 @@ class Fills:
         if self._started >= self.most_started:
             raise Overloaded("too many fills in flight; try again shortly")
 
-    def _detach(self, fill: Fill) -> None:
-        """A fill that no longer stores takes no new requests (they could not get the
-        bytes it already let go of) and holds no key lock."""
-        if self.in_flight.get(joining_key(fill)) is fill:
-            del self.in_flight[joining_key(fill)]
-
     async def _run(self, fill: Fill) -> None:
         lock = self.store.key_lock(fill.coalesce_key)
-
-        def unstored(fill: Fill) -> None:
-            self._detach(fill)
-            lock.release()  # nothing will be committed: other processes need not wait
-
-        fill.on_unstored = unstored
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:
@@ -142,18 +129,19 @@ class Fills:
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
                 fill.retry_lookup()
                 return
-            await fill.run(self.origin, self.store, self.settings)
+            await fill.run(self.origin, self.store, self.settings, lock)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
             log.exception("fill_crashed", key=fill.key)
-            fill._fail(InternalError("internal error", detail=describe(exc)))
+            fill.fail(InternalError("internal error", detail=describe(exc)))
         finally:
             self._started -= 1
             metrics.FILLS_IN_FLIGHT.dec()
             self._slots.release()
             lock.release()
-            self._detach(fill)
+            if self.in_flight.get(joining_key(fill)) is fill:
+                del self.in_flight[joining_key(fill)]
             fill.close()
 
     async def _acquire(self, lock: KeyLock) -> bool:

@@ -25,6 +25,7 @@ from proxy import metrics
 from proxy.errors import ProxyError
 from proxy.frame_scan import FrameScan, scan_for
 from proxy.image_kind import MORE, identify
+from proxy.origins.base import OriginResponse
 
 # The first look at a body: every magic number libvips' loaders test is within its first
 # 12 bytes (HEIF's brand). Each further look waits until the held bytes have doubled, so a
@@ -198,6 +199,24 @@ class Guard:
             if size >= ahead:
                 raise ImageRejected(f"image header not within the first {ahead} bytes")
             next_look = min(2 * size, ahead)
+
+    async def judge(self, response: OriginResponse) -> tuple[AsyncIterator[bytes], str]:
+        """The response's body once its image header was judged (nothing reaches a client
+        or the disk before), and the problem of an image that only looks broken: it is
+        served, not stored ('' when none). A refused image raises, and the rest of its body
+        is never downloaded."""
+        if not self.enabled:
+            return response.body, ""
+        try:
+            probe, body = await self.inspect(
+                response.headers.get("Content-Type", ""), response.body
+            )
+        except ProxyError as exc:
+            if isinstance(exc, ImageRejected):
+                metrics.GUARD_REJECTIONS.labels("header").inc()
+            await response.stop()
+            raise
+        return body, (probe.problem if probe is not None else "") or ""
 
     async def decodes_whole(self, path: Path) -> str:
         """Decode mode: '' if the file decodes completely, else the reason it does not

@@ -9,37 +9,45 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from functools import partial
-from http import HTTPStatus
 
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.errors import InternalError, NotCached, Overloaded, ProxyError
-from proxy.fill import NOT_FORWARDED_ON_FILL, RETRY, Fill, FillHead, Stale
+from proxy.errors import NotCached as NotCachedError
+from proxy.errors import Overloaded, ProxyError
+from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Stale
 from proxy.fills import Fills
 from proxy.hot import HotHits
-from proxy.observe import PENDING_KEY, Served, record_request, request_id
-from proxy.origins.base import Origin, OriginResponse
+from proxy.observe import PENDING_KEY, Served, record_request
+from proxy.origins.base import Origin
+from proxy.passthrough import (
+    forwarded_headers,
+    relay_response,
+    send_error,
+    send_internal_error,
+)
 from proxy.policy.cache_status import CacheStatus
-from proxy.policy.directives import cache_control_of
-from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, current_age, time_to_live
-from proxy.policy.hop_by_hop import REQUEST_FRAMING, end_to_end, with_via
+from proxy.policy.freshness import Timing, current_age
 from proxy.policy.invalidation import invalidated_targets
-from proxy.policy.reuse import Action, Reuse, decide_reuse, has_validators, only_if_cached
-from proxy.policy.targeted import SURROGATE_CAPABILITY, effective_headers
+from proxy.policy.reuse import has_validators
+from proxy.policy.transitions import (
+    DEFAULT_POLICY,
+    Bypass,
+    NotCached,
+    PolicyOptions,
+    Serve,
+    StoredView,
+    Validate,
+    on_request,
+)
 from proxy.policy.vary import vary_matches, vary_values
 from proxy.respond import (
     RESPONSE_KEY,
-    VIA,
     ClientGone,
-    abort,
     client_headers,
     send_entry,
     send_filling,
-    send_stream,
-    start,
 )
 from proxy.x_accel import nginx_may_send, send_by_nginx
 from storage.layout import primary_key_hash, variant_key_hash
@@ -51,8 +59,6 @@ log = structlog.get_logger("pixcache.request")
 # RFC 9110 §9.2.1: the safe methods. Anything else invalidates (RFC 9111 §4.4).
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CACHED_METHODS = frozenset({"GET", "HEAD"})
-# Reuse outcomes that let a response a fill already received answer a request that joins it.
-REUSED = frozenset({Action.FRESH, Action.STALE_OK})
 # Lookups per request: a fill that waited for another process's fill looks up again.
 LOOKUPS = 3
 
@@ -79,9 +85,7 @@ class Handler:
         origin: Origin,
         fills: Fills,
         *,
-        grace: float = 0.0,
-        ttl_policy: TtlPolicy = RFC_ONLY,
-        targets: tuple[str, ...] = (),
+        policy: PolicyOptions = DEFAULT_POLICY,
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
         hot: HotHits | None = None,
@@ -89,10 +93,7 @@ class Handler:
         self.store = store
         self.origin = origin
         self.fills = fills
-        self.ttl_policy = ttl_policy  # the operator's bounds on every freshness lifetime
-        # `grace`: seconds a stale entry may serve while the origin fails.
-        self.decide_reuse = partial(decide_reuse, grace=grace, ttl_policy=ttl_policy)
-        self.targets = targets  # RFC 9213 targeted fields, most specific first
+        self.policy = policy  # what the caching rules read of the config
         self.x_accel_redirect = x_accel_redirect  # nginx's internal location of bodies/
         # What a fill, fetched once for every client of the key, never forwards.
         self.not_forwarded_on_fill = NOT_FORWARDED_ON_FILL | unkeyed_fields
@@ -117,7 +118,7 @@ class Handler:
             raise
         except Exception as exc:  # noqa: BLE001 - one request's bug must not cost a 500 without Cache-Status
             log.exception("handler_failed", path=request.rel_url.raw_path_qs)
-            served = await self.internal_error(request, exc)
+            served = await send_internal_error(request, exc)
         finally:
             record_request(request, served, began)
         # The response was written already (or the connection is gone); aiohttp's own
@@ -145,35 +146,31 @@ class Handler:
         self, request: web.Request, key: str, primary: str, found: Lookup
     ) -> Served | None:
         """Serve from the entry found, or go forward; None to look up again."""
-        if found.entry is not None:
-            reuse = self.decide(request, found.entry)
-            if reuse.action in (Action.FRESH, Action.STALE_OK, Action.STALE_REFRESH):
-                self.store.note_use(primary)
-                self.store.note_use(found.coalesce_key)
-                cache = CacheStatus(hit=True, ttl=reuse.ttl)
-                if reuse.action is Action.STALE_REFRESH:
-                    # RFC 5861 §3: serve stale now, revalidate in the background.
-                    await self.refresh_in_background(request, key, found)
-                    cache = CacheStatus(hit=True, ttl=reuse.ttl, detail="stale-while-revalidate")
-                elif self.hot is not None and found.coalesce_key == primary:
-                    self.hot.remember(
-                        request, key, primary, found.entry, self.store.head_path(primary)
-                    )
-                return await self.serve_hit(request, found.take(), cache)
-            found.fwd = reuse.fwd
-            if reuse.action is Action.UNUSABLE:
-                return await self.relay(
-                    request, key, CacheStatus(fwd="request", detail="authorization")
-                )
-            found.stale_if_error = reuse.stale_if_error
-        if only_if_cached(request.headers):
-            # RFC 9111 §5.2.1.7: no stored response that may be used: 504, never a forward.
-            return await self.error(
-                request, NotCached("only-if-cached"), CacheStatus(fwd=found.fwd)
+        view = None if found.entry is None else stored_view(found.entry)
+        outcome = on_request(view, request.headers, time.time(), self.policy, absent=found.fwd)
+        if isinstance(outcome, Serve):
+            assert found.entry is not None
+            self.store.note_use(primary)
+            self.store.note_use(found.coalesce_key)
+            cache = CacheStatus(hit=True, ttl=outcome.ttl)
+            if outcome.refresh:
+                # RFC 5861 §3: serve stale now, revalidate in the background.
+                await self.refresh_in_background(request, key, found)
+                cache = CacheStatus(hit=True, ttl=outcome.ttl, detail="stale-while-revalidate")
+            elif self.hot is not None and found.coalesce_key == primary:
+                self.hot.remember(request, key, primary, found.entry, self.store.head_path(primary))
+            return await self.serve_hit(request, found.take(), cache)
+        if isinstance(outcome, Bypass):
+            return await self.relay(
+                request, key, CacheStatus(fwd=outcome.fwd, detail=outcome.detail)
             )
-        if "no-store" in cache_control_of(request.headers):
-            # RFC 9111 §5.2.1.5: neither store nor (we choose) coalesce this one.
-            return await self.relay(request, key, CacheStatus(fwd="request", detail="no-store"))
+        found.fwd = outcome.fwd
+        if isinstance(outcome, NotCached):
+            return await send_error(
+                request, NotCachedError("only-if-cached"), CacheStatus(fwd=found.fwd)
+            )
+        if isinstance(outcome, Validate):
+            found.stale_if_error = outcome.stale_if_error
         # A request with Authorization fills too (forwarding it): its response is stored
         # and shared only where §3.5 allows (may_store), else it goes to this client
         # alone; only requests with the same credentials join its fill (fills.joining_key).
@@ -197,13 +194,6 @@ class Handler:
             os.close(selected.fd)  # a hash collision or a foreign file: never serve it
             return Lookup(None, variant, plan, "vary-miss")
         return Lookup(selected, variant, plan, "")
-
-    def decide(self, request: web.Request, entry: OpenEntry) -> Reuse:
-        """How the stored response may answer this request (RFC 9111 §4, RFC 5861)."""
-        meta = entry.meta
-        stored = effective_headers(CIMultiDict(meta.headers), self.targets)
-        timing = Timing(meta.request_time, meta.response_time)
-        return self.decide_reuse(meta.status, stored, timing, request.headers, time.time())
 
     async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
         meta = entry.meta
@@ -236,10 +226,10 @@ class Handler:
         except Overloaded:
             return  # the stale entry is served all the same; a later request refreshes it
         fill.leave(reader)  # nobody reads this one; it only refreshes the entry
-        await fill.release_leader()
+        await fill.leader_slot.release()
 
     def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
-        fetch_headers = _forwarded_headers(request, drop=self.not_forwarded_on_fill)
+        fetch_headers = forwarded_headers(request, drop=self.not_forwarded_on_fill)
         entry = found.entry
         seen = entry.identity if entry is not None else None
         stale = None
@@ -259,18 +249,17 @@ class Handler:
         except Overloaded as exc:
             if found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, None)
-            return await self.error(request, exc, CacheStatus(fwd=found.fwd))
+            return await send_error(request, exc, CacheStatus(fwd=found.fwd))
         try:
             try:
-                head = await asyncio.shield(fill.head)
+                head = await fill.wait_head()
             except ProxyError as exc:
                 if found.stale_if_error:
                     return await self.serve_stale_on_error(request, found, None)
                 cache = CacheStatus(fwd=found.fwd, collapsed=not leader)
-                return await self.error(request, exc, cache)
-            if head is RETRY:
+                return await send_error(request, exc, cache)
+            if head is None:  # another process committed the key: look it up again
                 return None
-            assert isinstance(head, FillHead)
             if head.status >= 500 and found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, head.status)
             if not head.shared:
@@ -280,7 +269,7 @@ class Handler:
                     detail=head.verdict.reason,
                 )
                 if leader:
-                    return await self.relay_response(request, fill.claim_for_leader(), cache)
+                    return await relay_response(request, fill.leader_slot.claim(), cache)
                 return await self.relay(request, key, cache)
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
@@ -314,7 +303,7 @@ class Handler:
         finally:
             fill.leave(reader)
             if leader:
-                await fill.release_leader()
+                await fill.leader_slot.release()
 
     async def serve_stale_on_error(
         self, request: web.Request, found: Lookup, status: int | None
@@ -325,7 +314,7 @@ class Handler:
             hit=True,
             fwd="stale",
             fwd_status=status,
-            ttl=self.decide(request, found.entry).ttl,
+            ttl=stored_view(found.entry).ttl(time.time(), self.policy),
             detail="stale-if-error",
         )
         return await self.serve_hit(request, found.take(), cache)
@@ -335,59 +324,35 @@ class Handler:
         reused like a stored response: only fresh (or stale where allowed). Otherwise wait
         for the fill to end and return True: the request then validates what it stored."""
         fill = self.fills.in_flight.get(coalesce_key)
-        done = fill is not None and fill.head.done() and not fill.head.cancelled()
-        if fill is None or not done or fill.head.exception() is not None:
+        head = None if fill is None else fill.head
+        if head is None or not head.shared:
             return False
-        head, now = fill.head.result(), time.time()
-        if not isinstance(head, FillHead) or not head.shared:
+        now = time.time()
+        answer = StoredView(head.status, head.headers, Timing(now, now))
+        outcome = on_request(answer, request.headers, now, self.policy)
+        if isinstance(outcome, Serve) and not outcome.refresh:
             return False
-        headers = effective_headers(head.headers, self.targets)
-        reuse = self.decide_reuse(head.status, headers, Timing(now, now), request.headers, now)
-        if reuse.action in REUSED:
-            return False
-        while not fill.finished:  # the fill's own deadlines bound this
-            await fill.wait_progress()
+        assert fill is not None
+        await fill.wait_end()  # the fill's own deadlines bound this
         return True
 
     def _ttl_of(self, head: FillHead) -> float:
         now = time.time()
-        headers = effective_headers(head.headers, self.targets)
-        return time_to_live(head.status, headers, Timing(now, now), now, ttl_policy=self.ttl_policy)
+        return StoredView(head.status, head.headers, Timing(now, now)).ttl(now, self.policy)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer; nothing is stored."""
         try:
-            response = await self.origin.fetch(request.method, key, _forwarded_headers(request))
+            response = await self.origin.fetch(request.method, key, forwarded_headers(request))
         except ProxyError as exc:
-            return await self.error(request, exc, cache)
-        return await self.relay_response(request, response, cache)
-
-    async def relay_response(
-        self, request: web.Request, origin_response: OriginResponse, cache: CacheStatus
-    ) -> Served:
-        cache = CacheStatus(
-            fwd=cache.fwd or "bypass",
-            fwd_status=cache.fwd_status or origin_response.status,
-            detail=cache.detail,
-        )
-        served = Served(origin_response.status, cache, origin_response.timings)
-        try:
-            headers = client_headers(origin_response.headers, cache.render())
-            response = await start(
-                request, origin_response.status, headers, origin_response.content_length
-            )
-            await send_stream(request, response, origin_response.body)
-        except ProxyError as exc:
-            served.error = exc
-        finally:
-            await origin_response.close()
-        return served
+            return await send_error(request, exc, cache)
+        return await relay_response(request, response, cache)
 
     async def forward(self, request: web.Request, key: str) -> Served:
         """Methods we do not cache go to the origin with their body; a non-error answer to
         an unsafe method invalidates what is stored for the URL (RFC 9111 §4.4)."""
         cache = CacheStatus(fwd="method")
-        headers = _forwarded_headers(request)
+        headers = forwarded_headers(request)
         body = None
         if request.can_read_body:
             body = request.content.iter_chunked(64 * 1024)
@@ -398,65 +363,16 @@ class Handler:
         try:
             response = await self.origin.fetch(request.method, key, headers, body)
         except ProxyError as exc:
-            return await self.error(request, exc, cache)
+            return await send_error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
             for path_qs in invalidated_targets(key, request.host, response.headers):
                 primary = primary_key_hash(path_qs)
                 self.fills.invalidate(primary)
                 await self.store.remove(primary)
-        return await self.relay_response(request, response, cache)
-
-    async def error(self, request: web.Request, exc: ProxyError, cache: CacheStatus) -> Served:
-        detail = f"{exc.event}" + (f" stage={exc.stage}" if exc.stage else "")
-        cache = CacheStatus(fwd=cache.fwd, collapsed=cache.collapsed, detail=detail)
-        headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
-        if isinstance(exc, Overloaded):
-            headers["Retry-After"] = str(exc.retry_after)
-        with_via(headers, "1.1", VIA)
-        headers["Cache-Status"] = cache.render()
-        rid = headers["X-Request-Id"] = request_id(request)
-        body = error_body(exc, rid)
-        response = await start(request, exc.status, headers, len(body))
-        if request.method != "HEAD":
-            await response.write(body)
-        await response.write_eof()
-        return Served(exc.status, cache, error=exc)
-
-    async def internal_error(self, request: web.Request, exc: Exception) -> Served:
-        error = InternalError(f"internal error: {type(exc).__name__}")
-        response = request.get(RESPONSE_KEY)
-        if response is not None and response.prepared:
-            abort(request)  # the headers are out: cut the body so it cannot look complete
-            return Served(500, CacheStatus(detail="internal"), error=error)
-        try:
-            return await self.error(request, error, CacheStatus())
-        except (ClientGone, ConnectionError):
-            return Served(499, CacheStatus(detail="internal"), error=error)
+        return await relay_response(request, response, cache)
 
 
-def error_body(exc: ProxyError, rid: str) -> bytes:
-    """What a client reads of an error: the status, what failed and at which stage, and the
-    id of the log line that has the details. Only pixcache's own words: `message` is
-    composed from what pixcache knows; library text (`detail`) never reaches a client, as it
-    can name internal addresses or carry another request's header values (invariant 7)."""
-    phrase = HTTPStatus(exc.status).phrase if exc.status in _STATUSES else "Error"
-    lines = [f"{exc.status} {phrase}: {exc.message}"]
-    if exc.stage:
-        lines.append(f"stage: {exc.stage}")
-    lines.append(f"request id: {rid}")
-    return ("\n".join(lines) + "\n").encode()
-
-
-_STATUSES = frozenset(s.value for s in HTTPStatus)
-
-
-def _forwarded_headers(
-    request: web.Request, *, drop: frozenset[str] = frozenset()
-) -> CIMultiDict[str]:
-    """RFC 9110 §7.6: strip hop-by-hop fields and add Via. Host names the origin, which the
-    client library sets from the configured URL. Surrogate-Capability tells the origin
-    that Surrogate-Control directives may target us (Edge Architecture 1.0)."""
-    headers = end_to_end(request.headers, drop=drop | REQUEST_FRAMING | {"host"})
-    with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
-    headers.add("Surrogate-Capability", SURROGATE_CAPABILITY)
-    return headers
+def stored_view(entry: OpenEntry) -> StoredView:
+    """An open entry as the caching rules see it."""
+    meta = entry.meta
+    return StoredView(meta.status, meta.headers, Timing(meta.request_time, meta.response_time))

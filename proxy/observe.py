@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from proxy import metrics
@@ -15,6 +16,8 @@ from proxy.errors import ProxyError
 from proxy.logs import request_event, request_lines, request_logged
 from proxy.policy.cache_status import CacheStatus
 from proxy.redact import redact
+
+fill_log = structlog.get_logger("pixcache.fill")
 
 
 @dataclass
@@ -159,3 +162,21 @@ def _forget_children() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_children)  # each worker its own metric values
+
+
+def log_fill_error(key: str, exc: ProxyError) -> None:
+    """A fill's failure, once, with the stage and the library's words (redacted)."""
+    where = {
+        name: value
+        for name in ("bucket", "object_key", "reason")
+        if (value := getattr(exc, name, None)) is not None
+    }  # S3 errors say which bucket and key, and why
+    fill_log.warning(
+        exc.event,
+        key=key,
+        origin=exc.origin,
+        stage=exc.stage,
+        error=exc.message,
+        cause=redact(exc.detail) or None,
+        **where,
+    )

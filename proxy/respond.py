@@ -9,6 +9,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import structlog
 from aiohttp import web
@@ -16,6 +17,7 @@ from multidict import CIMultiDict
 
 from proxy.errors import ProxyError
 from proxy.fill import Fill
+from proxy.fill_body import FileSpan
 from proxy.policy.cache_status import cache_status_field
 from proxy.policy.conditional import if_range_allows, not_modified, not_modified_headers
 from proxy.policy.directives import Headers
@@ -117,42 +119,30 @@ async def send_growing(
     had to stop storing."""
     if request.method == "HEAD":
         return
-    fd = fill.open_reader()
     pos = first
     end = None if count is None else first + count
     try:
-        while end is None or pos < end:
-            limit = fill.file_bytes if end is None else min(fill.file_bytes, end)
-            if fd is not None and pos < limit:
-                await _copy(request, response, fd, pos, limit - pos)
-                pos = limit
-                fill.tail.advance(reader, pos)
-                continue
-            if fill.tail.active and (data := fill.tail.read(pos)):
-                data = data if end is None else data[: end - pos]
-                await response.write(data)
-                pos += len(data)
-                fill.tail.advance(reader, pos)
-                continue
-            if fill.error is not None:
-                abort(request)
-                raise fill.error
-            if fill.finished:
-                declared = response.content_length
-                if end is not None or (declared is not None and pos < declared):
-                    # Fewer bytes than promised can only be sent as a cut connection.
-                    log.error("body_short_of_length", sent=pos, declared=declared)
-                    abort(request)
-                    raise ClientGone()
-                break
-            await fill.wait_progress()
+        async with aclosing(fill.body.read(reader, first, end)) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, FileSpan):
+                    await _copy(request, response, piece.fd, piece.offset, piece.count)
+                    pos += piece.count
+                else:
+                    await response.write(piece)
+                    pos += len(piece)
+        declared = response.content_length
+        if (end is not None and pos < end) or (declared is not None and pos < declared):
+            # Fewer bytes than promised can only be sent as a cut connection.
+            log.error("body_short_of_length", sent=pos, declared=declared)
+            abort(request)
+            raise ClientGone()
         await response.write_eof()
+    except ProxyError:
+        abort(request)
+        raise
     except (ConnectionError, EOFError) as exc:
         abort(request)
         raise ClientGone() from exc
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 async def send_entry(

@@ -1,4 +1,5 @@
-"""`--workers N`: a pre-fork master that keeps N serving processes alive.
+"""Serving: in this process, or with `--workers N` from a pre-fork master that keeps N
+serving processes alive.
 
 The master forks before any event loop or thread exists. Each worker binds the listening
 address itself with SO_REUSEPORT, so the kernel spreads connections over them, and runs
@@ -12,12 +13,15 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import structlog
 import uvloop
 
 from proxy import metrics
+from proxy.app import serve
 from proxy.config import Config
+from proxy.connections import plan_connections
 from storage.store import Store
 
 log = structlog.get_logger("pixcache.master")
@@ -26,9 +30,17 @@ log = structlog.get_logger("pixcache.master")
 CRASH_LOOP_SECONDS = 1.0
 
 
-def _worker(config: Config, store: Store, index: int) -> None:
-    from proxy.app import serve
+def run(config: Config, store: Store) -> None:
+    """Serve, in this process or in worker processes. Raises ConfigError when the
+    connection limit does not fit the open-files limit."""
+    config = replace(config, max_connections=plan_connections(config))
+    if config.workers > 1:
+        run_workers(config, store)
+    else:
+        uvloop.run(serve(config, store))
 
+
+def _worker(config: Config, store: Store, index: int) -> None:
     structlog.contextvars.bind_contextvars(worker=index)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)

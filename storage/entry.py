@@ -16,6 +16,7 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -26,10 +27,24 @@ MAX_META_BYTES = 1 << 20
 BODY_ID = re.compile(r"[0-9a-f]{32}")
 
 
+class Problem(StrEnum):
+    """What is wrong with a corrupt entry."""
+
+    SIZE_MISMATCH = "size mismatch"
+    BAD_FOOTER = "bad footer"
+    BAD_METADATA = "bad metadata"
+    MISSING_BODY = "missing body"
+    CHECKSUM_MISMATCH = "checksum mismatch"
+    READ_ERROR = "read error"
+
+
 class CorruptEntry(Exception):
     """The file is not a complete entry (wrong size, bad footer, unreadable metadata)."""
 
-    file_id: Any = None  # which file was found corrupt, when known (storage.fileid.FileId)
+    def __init__(self, problem: Problem, reason: str, file_id: Any = None) -> None:
+        super().__init__(reason)
+        self.problem = problem
+        self.file_id = file_id  # which file was found corrupt, when known (storage.fileid.FileId)
 
 
 @dataclass(frozen=True)
@@ -95,13 +110,15 @@ class EntryMeta:
                 crc32=None if crc32 is None else _typed(crc32, int),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise CorruptEntry(f"unreadable metadata: {exc!r}") from exc
+            raise CorruptEntry(Problem.BAD_METADATA, f"unreadable metadata: {exc!r}") from exc
         if meta.body_length < 0:
-            raise CorruptEntry("negative body length")
+            raise CorruptEntry(Problem.BAD_METADATA, "negative body length")
         if meta.crc32 is not None and not 0 <= meta.crc32 < 1 << 32:
-            raise CorruptEntry(f"unreadable metadata: crc32 {meta.crc32}")
+            raise CorruptEntry(Problem.BAD_METADATA, f"unreadable metadata: crc32 {meta.crc32}")
         if not BODY_ID.fullmatch(meta.body_id):
-            raise CorruptEntry(f"unreadable metadata: body id {meta.body_id!r}")
+            raise CorruptEntry(
+                Problem.BAD_METADATA, f"unreadable metadata: body id {meta.body_id!r}"
+            )
         return meta
 
     def file_size(self) -> int:
@@ -129,10 +146,10 @@ def _typed(value: Any, kind: Any) -> Any:
 def parse_footer(footer: bytes, file_size: int) -> int:
     """The metadata length a footer declares, checked against the file's size."""
     if len(footer) != FOOTER.size:
-        raise CorruptEntry("file shorter than a footer")
+        raise CorruptEntry(Problem.BAD_FOOTER, "file shorter than a footer")
     magic, meta_len = FOOTER.unpack(footer)
     if magic != MAGIC:
-        raise CorruptEntry("bad footer magic")
+        raise CorruptEntry(Problem.BAD_FOOTER, "bad footer magic")
     if meta_len > MAX_META_BYTES or meta_len + FOOTER.size > file_size:
-        raise CorruptEntry("metadata length out of range")
+        raise CorruptEntry(Problem.BAD_FOOTER, "metadata length out of range")
     return meta_len

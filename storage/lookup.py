@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.entry import FOOTER, MAX_META_BYTES, CorruptEntry, EntryMeta, parse_footer
+from storage.entry import FOOTER, MAX_META_BYTES, CorruptEntry, EntryMeta, Problem, parse_footer
 from storage.fileid import FileId
 from storage.layout import body_name
 
@@ -58,11 +58,15 @@ def read_head(path: str | Path) -> tuple[EntryMeta, FileId] | None:
         file_id = FileId.of(st)
         try:
             if st.st_size > MAX_META_BYTES + FOOTER.size:
-                raise CorruptEntry(f"metadata length out of range ({st.st_size} bytes of head)")
+                raise CorruptEntry(
+                    Problem.BAD_FOOTER, f"metadata length out of range ({st.st_size} bytes of head)"
+                )
             raw = os.pread(fd, st.st_size, 0)  # heads are small: one read
             meta_len = parse_footer(raw[-FOOTER.size :], len(raw))
             if meta_len + FOOTER.size != len(raw) or len(raw) != st.st_size:
-                raise CorruptEntry(f"head size {st.st_size} does not match its footer")
+                raise CorruptEntry(
+                    Problem.BAD_FOOTER, f"head size {st.st_size} does not match its footer"
+                )
             return EntryMeta.decode(raw[: -FOOTER.size]), file_id
         except CorruptEntry as exc:
             exc.file_id = file_id  # so that only this very file is removed
@@ -89,12 +93,16 @@ def open_entry(path: str | Path, check_max: int = 0) -> OpenEntry | None:
             fd = os.open(body_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             if still_names(path, head_id):
-                raise _corrupt("body file missing", head_id) from None
+                raise CorruptEntry(Problem.MISSING_BODY, "body file missing", head_id) from None
             continue  # replaced (its old body removed) or removed meanwhile: look again
         try:
             size = os.fstat(fd).st_size
             if size != meta.body_length:
-                raise _corrupt(f"body size {size} does not match body {meta.body_length}", head_id)
+                raise CorruptEntry(
+                    Problem.SIZE_MISMATCH,
+                    f"body size {size} does not match body {meta.body_length}",
+                    head_id,
+                )
             checked = None
             if 0 < size <= check_max:
                 checked = read_checked(fd, meta, head_id)
@@ -113,7 +121,11 @@ def read_checked(fd: int, meta: EntryMeta, head_id: FileId) -> bytes:
     while len(data) < meta.body_length:  # a regular file reads whole unless cut meanwhile
         more = os.pread(fd, meta.body_length - len(data), len(data))
         if not more:
-            raise _corrupt(f"body ends at byte {len(data)} of {meta.body_length}", head_id)
+            raise CorruptEntry(
+                Problem.BAD_METADATA,
+                f"body ends at byte {len(data)} of {meta.body_length}",
+                head_id,
+            )
         data += more
     if meta.crc32 is not None:
         actual, expected = f"{zlib.crc32(data):08x}", f"{meta.crc32:08x}"
@@ -121,7 +133,7 @@ def read_checked(fd: int, meta: EntryMeta, head_id: FileId) -> bytes:
         actual, expected = hashlib.sha256(data).hexdigest(), meta.sha256
     if actual != expected:
         reason = f"checksum mismatch: body sums to {actual[:16]}, head says {expected[:16]}"
-        raise _corrupt(reason, head_id)
+        raise CorruptEntry(Problem.CHECKSUM_MISMATCH, reason, head_id)
     return data
 
 
@@ -139,9 +151,3 @@ def still_names(path: str | Path, head_id: FileId) -> bool:
         return FileId.of(os.lstat(path)) == head_id
     except FileNotFoundError:
         return False
-
-
-def _corrupt(reason: str, head_id: FileId) -> CorruptEntry:
-    exc = CorruptEntry(reason)
-    exc.file_id = head_id
-    return exc

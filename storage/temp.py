@@ -11,6 +11,7 @@ from pathlib import Path
 
 from storage.commit import CommitRefused, StagedFile
 from storage.entry import EntryMeta, new_body_id
+from storage.errors import StorageFault
 from storage.layout import Layout
 from storage.publish import commit_with_head, write_all
 
@@ -32,15 +33,22 @@ class TempBody:
 
     @classmethod
     def create(cls, tmp_dir: Path) -> TempBody:
+        """A new temp file in `tmp_dir`; raises StorageFault when it cannot be made."""
         path = tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.tmp"
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StorageFault(exc) from exc
         return cls(path, fd)
 
     async def append(self, chunk: bytes) -> None:
-        """Write one chunk in a thread; raises OSError (ENOSPC, EIO, ...) to the caller."""
+        """Write one chunk in a thread; raises StorageFault (ENOSPC, EIO, ...) to the caller."""
         # Hashing in the same thread call keeps it off the event loop (hashlib releases
         # the GIL); appends are awaited one at a time, so the hash sees them in order.
-        await asyncio.get_running_loop().run_in_executor(None, self._write_and_hash, chunk)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._write_and_hash, chunk)
+        except OSError as exc:
+            raise StorageFault(exc) from exc
         self.written += len(chunk)
 
     def _write_and_hash(self, chunk: bytes) -> None:

@@ -17,10 +17,9 @@ import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
-from storage.entry import CorruptEntry, EntryMeta
+from storage.entry import CorruptEntry, EntryMeta, Problem
 from storage.fileid import FileId
 from storage.layout import Layout
 from storage.lookup import open_entry
@@ -44,15 +43,6 @@ NOT_THE_FILES_FAULT = frozenset(
 )
 
 
-class Problem(StrEnum):
-    SIZE_MISMATCH = "size mismatch"
-    BAD_FOOTER = "bad footer"
-    BAD_METADATA = "bad metadata"
-    MISSING_BODY = "missing body"
-    CHECKSUM_MISMATCH = "checksum mismatch"
-    READ_ERROR = "read error"
-
-
 @dataclass(frozen=True)
 class EntryCheck:
     path: Path
@@ -69,18 +59,6 @@ class EntryCheck:
     @property
     def corrupt(self) -> bool:
         return self.problem is not None
-
-
-def _classify(exc: CorruptEntry) -> Problem:
-    # CorruptEntry carries only a message; these are the ones storage.entry/lookup raise.
-    text = str(exc)
-    if "does not match body" in text:
-        return Problem.SIZE_MISMATCH
-    if "body file missing" in text:
-        return Problem.MISSING_BODY
-    if "footer" in text or "metadata length" in text:
-        return Problem.BAD_FOOTER
-    return Problem.BAD_METADATA
 
 
 def _file_fault(exc: OSError) -> bool:
@@ -170,7 +148,7 @@ def open_check(path: Path, chunk: int = CHUNK) -> tuple[BodyCheck, int] | EntryC
             raise
         if isinstance(exc, CorruptEntry):
             # The head that was found corrupt is the file removed (never a newer one).
-            problem, file_id = _classify(exc), exc.file_id or before
+            problem, file_id = exc.problem, exc.file_id or before
         else:
             problem, file_id = Problem.READ_ERROR, before
         return EntryCheck(path, _bytes_of(path, file_id), problem, str(exc), file_id)

@@ -94,11 +94,3 @@ def request_wants_validation(request_headers: Headers) -> bool:
     if "cache-control" in request_headers:
         return False
     return any(v.lower() == "no-cache" for v in list_values(request_headers, "Pragma"))
-
-
-def needs_revalidation(request_headers: Headers, stored_headers: Headers) -> bool:
-    """Directives that forbid serving without validating first, even when fresh: §5.2.2.4
-    no-cache on the stored response, or the request's own (above)."""
-    return "no-cache" in cache_control_of(stored_headers) or request_wants_validation(
-        request_headers
-    )

@@ -166,8 +166,9 @@ async def concurrent(
     tasks = [asyncio.create_task(proxy.get(path, headers=first))]
     await origin.arrived.wait()
     tasks += [asyncio.create_task(proxy.get(path, headers=h)) for h in later]
-    # Every later request has started a fill or joined one (counted as a waiter).
-    while fills.running + sum(f.waiters for f in fills.in_flight.values()) < 1 + len(later):
+    # Every later request has started a fill or joined one (a reader beyond its leader).
+    joined = lambda: sum(f.body.tail.readers - 1 for f in fills.in_flight.values())  # noqa: E731
+    while fills.running + joined() < 1 + len(later):
         await asyncio.sleep(0.01)
     origin.gate.set()
     results = []

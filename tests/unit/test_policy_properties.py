@@ -25,7 +25,7 @@ from proxy.policy.freshness import (
     time_to_live,
 )
 from proxy.policy.hop_by_hop import HOP_BY_HOP, end_to_end
-from proxy.policy.storable import may_serve_stored, may_store, needs_revalidation
+from proxy.policy.storable import may_serve_stored, may_store
 from proxy.policy.vary import normalized_value, vary_fields, vary_matches, vary_values
 
 # No example database: the suite leaves nothing behind outside tests/unit.
@@ -188,7 +188,6 @@ def test_rfc9111_3_storable_rules_never_raise(
     verdict = may_store(method, request, status, response)
     assert verdict.ok == (verdict.reason == "")
     may_serve_stored(request, response)
-    needs_revalidation(request, response)
 
 
 @bounded

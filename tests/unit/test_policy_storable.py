@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from proxy.policy.storable import may_serve_stored, may_store, needs_revalidation
+from proxy.policy.freshness import Timing
+from proxy.policy.reuse import Action, decide_reuse
+from proxy.policy.storable import may_serve_stored, may_store
 
 FRESH = ("Cache-Control", "max-age=60")
 
@@ -186,4 +188,7 @@ def test_rfc9111_3_5_stored_response_reused_with_authorization_only_if_allowed(
 def test_rfc9111_5_2_and_5_4_needs_revalidation(
     request_pairs: list[tuple[str, str]], stored_pairs: list[tuple[str, str]], expected: bool
 ) -> None:
-    assert needs_revalidation(h(*request_pairs), h(*stored_pairs)) is expected
+    """A fresh stored response is validated first exactly when these directives say so."""
+    now = 1_700_000_000.0
+    reuse = decide_reuse(200, h(*stored_pairs), Timing(now, now), h(*request_pairs), now)
+    assert (reuse.action is Action.VALIDATE) is expected

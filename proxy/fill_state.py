@@ -1,0 +1,71 @@
+"""The states of a fill and every transition between them, in one table.
+
+A fill is owned by one coroutine (`Fill.run`, started by proxy/fills.py) from QUEUED to
+a final state; every change of state goes through `check_transition`, so a fill can only
+move along the edges below. Readers never look at the state: they read the body through
+proxy/fill_body.py, and the handler waits for the head with `Fill.wait_head`.
+
+    QUEUED ──► FETCHING ──► STORING ──► COMPLETE        (whole body in the temp file)
+      │           │  │  │       │
+      │           │  │  │       └──► PASSING ──► PASSED   (body went through memory)
+      │           │  │  └──────────► PASSING       │
+      │           │  │                   └──► ABANDONED (nobody reads, nothing stored)
+      │           │  └──► HANDED   (not shareable: the leader alone gets the response)
+      │           └─────► COMPLETE (a 304 freshened the stored body)
+      └──► RETRY   (another process committed the key meanwhile: look it up again)
+
+    any state that is not final ──► FAILED
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class State(enum.Enum):
+    QUEUED = "queued"  # waiting for a fill slot and the key's lock
+    FETCHING = "fetching"  # the request is out; no head yet
+    STORING = "storing"  # head published; the body goes to a temp file readers follow
+    PASSING = "passing"  # head published; the body is not stored, readers take it from memory
+    HANDED = "handed"  # not shareable: the response went to the leader alone
+    COMPLETE = "complete"  # the whole body is in the temp file (committed or not)
+    PASSED = "passed"  # the whole body went through memory; nothing stored
+    ABANDONED = "abandoned"  # the last reader left a body that is not stored: download stopped
+    RETRY = "retry"  # another process committed the key while we waited for its lock
+    FAILED = "failed"  # the origin, the body or the guard failed; readers get the error
+
+
+_S = State
+TRANSITIONS: dict[State, frozenset[State]] = {
+    _S.QUEUED: frozenset({_S.FETCHING, _S.RETRY, _S.FAILED}),
+    _S.FETCHING: frozenset({_S.STORING, _S.PASSING, _S.HANDED, _S.COMPLETE, _S.FAILED}),
+    _S.STORING: frozenset({_S.PASSING, _S.COMPLETE, _S.FAILED}),
+    _S.PASSING: frozenset({_S.PASSED, _S.ABANDONED, _S.FAILED}),
+    _S.HANDED: frozenset(),
+    _S.COMPLETE: frozenset(),
+    _S.PASSED: frozenset(),
+    _S.ABANDONED: frozenset(),
+    _S.RETRY: frozenset(),
+    _S.FAILED: frozenset(),
+}
+
+FINAL = frozenset(state for state, onward in TRANSITIONS.items() if not onward)
+# The head is known (or will never be): waiters stop waiting for it.
+HEAD_KNOWN = frozenset(State) - {State.QUEUED, State.FETCHING}
+# A late request can still be given the whole body from offset 0: the fill is storing it
+# (or stored it), or has not decided yet. A fill that stopped storing lets go of bytes
+# once its readers sent them, so nobody may join it.
+JOINABLE = frozenset(
+    {State.QUEUED, State.FETCHING, State.STORING, State.COMPLETE, State.HANDED, State.RETRY}
+)
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def check_transition(current: State, new: State) -> State:
+    """`new`, if the table allows moving there from `current`; else InvalidTransition."""
+    if new not in TRANSITIONS[current]:
+        raise InvalidTransition(f"fill cannot go from {current.value} to {new.value}")
+    return new
