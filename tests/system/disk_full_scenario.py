@@ -230,9 +230,14 @@ async def _min_free_phase(clients: Clients, cache_dir: Path) -> dict[str, Any]:
     await asyncio.sleep(FREE_SPACE_TTL)  # pixcache trusts its last statvfs this long
     out["free_after_eviction"] = free_bytes(cache_dir)
     out["entries_after_eviction"] = check_entries(cache_dir)
-    out["min_free_first"] = await clients.one("/obj19.jpg")
+    # An object that is not stored now, whichever ones the overflow phase happened to keep
+    # and eviction happened to leave: its first request must fill, its second must hit.
+    kept = {entry.get("key") for entry in out["entries_after_eviction"]}
+    target = next(path for path in reversed(OBJECTS) if path not in kept)
+    out["min_free_target"] = target
+    out["min_free_first"] = await clients.one(target)
     await settle(cache_dir)
-    out["min_free_second"] = await clients.one("/obj19.jpg")
+    out["min_free_second"] = await clients.one(target)
     out["min_free_tmp_left"] = await settle(cache_dir)
     out["min_free_entries"] = check_entries(cache_dir)
     return out
