@@ -11,7 +11,7 @@ Bytes the event loop has not read yet are looked for too: a pooled connection is
 (without reading) when a request takes it, and one with bytes waiting, or closed by the
 origin, is dropped for the next; and again in the same step that writes a bodiless
 request (then aiohttp sends it again on another connection), so nothing sent before the
-request can pass for its answer. Bytes that arrive after the request has been sent cannot
+request can pass for its answer. A request with a body always opens a new connection. Bytes that arrive after the request has been sent cannot
 be told apart from its answer; no HTTP/1.1 client can.
 
 Bytes that arrive with a response but past its Content-Length are kept from the parser
@@ -106,6 +106,11 @@ class IdleGuardedConnector(TCPConnector):
         self._factory = functools.partial(_IdleGuardedProtocol, loop=self._loop)
 
     async def _get(self, key: Any, traces: Any) -> Any:
+        if not bodiless_request.get():
+            # A request with a body is written in more than one step, with awaits between,
+            # so the same-step look in start_timeout cannot cover it: it never takes a pooled
+            # connection, and bytes an origin sent unasked can never pass for its answer.
+            return None
         while (connection := await super()._get(key, traces)) is not None:
             if _quiet(connection.protocol):
                 return connection

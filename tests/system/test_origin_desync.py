@@ -41,14 +41,22 @@ class UnaskingOrigin:
     def __init__(self) -> None:
         self.targets: list[bytes] = []
         self.connections = 0
+        self.opened_by: list[bytes] = []  # the first request of each connection
         self.unasked_sent = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        exchanges = 0
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 target = head.split(b" ", 2)[1]
                 self.targets.append(target)
+                if exchanges == 0:
+                    self.opened_by.append(target)
+                exchanges += 1
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
                 if target == b"/upgrade":
                     writer.write(
                         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -98,6 +106,24 @@ async def test_bytes_sent_on_an_idle_origin_connection_answer_no_request(tmp_pat
         assert await get(session, port, "/second") == (200, b"object at /second\n")
     assert origin.targets == [b"/first", b"/second"]
     assert origin.connections == 2  # the connection that carried unasked bytes was dropped
+
+
+async def test_a_request_with_a_body_never_takes_a_pooled_origin_connection(
+    tmp_path: Path,
+) -> None:
+    """Its body goes out after awaits, so unasked bytes could arrive between the pool's look
+    and the request: a POST always opens a connection of its own, where no earlier exchange
+    can have left anything."""
+    origin = UnaskingOrigin()
+    async with pixcache_before(origin, tmp_path) as port, aiohttp.ClientSession() as session:
+        assert await get(session, port, "/one") == (200, b"object at /one\n")
+        for _ in range(2):
+            async with session.post(f"http://127.0.0.1:{port}/form", data=b"x=1") as resp:
+                assert (resp.status, await resp.read()) == (200, b"object at /form\n")
+        assert await get(session, port, "/two") == (200, b"object at /two\n")
+    assert origin.targets == [b"/one", b"/form", b"/form", b"/two"]
+    # /two reused the pooled connection /one opened; each POST opened its own.
+    assert origin.opened_by == [b"/one", b"/form", b"/form"]
 
 
 async def test_an_unasked_101_is_a_502_and_nothing_is_stored(tmp_path: Path) -> None:
