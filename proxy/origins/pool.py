@@ -11,8 +11,9 @@ Bytes the event loop has not read yet are looked for too: a pooled connection is
 (without reading) when a request takes it, and one with bytes waiting, or closed by the
 origin, is dropped for the next; and again in the same step that writes a bodiless
 request (then aiohttp sends it again on another connection), so nothing sent before the
-request can pass for its answer. A request with a body always opens a new connection. Bytes that arrive after the request has been sent cannot
-be told apart from its answer; no HTTP/1.1 client can.
+request can pass for its answer. A request with a body always opens a new connection.
+Bytes that arrive after the request has been sent cannot be told apart from its answer; no
+HTTP/1.1 client can.
 
 Bytes that arrive with a response but past its Content-Length are kept from the parser
 (proxy/origins/framing.py): the response is read as the origin framed it, and its
