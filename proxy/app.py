@@ -25,6 +25,7 @@ from proxy.origins import make_origin
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
+from proxy.probes import Readiness, add_probe_routes
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
@@ -36,6 +37,7 @@ log = structlog.get_logger("pixcache")
 UPKEEP_INTERVAL = 1.0
 STORE_KEY = web.AppKey("store", Store)
 FILLS_KEY = web.AppKey("fills", Fills)
+READINESS_KEY = web.AppKey("readiness", Readiness)
 
 
 def build_admin(config: Config, app: web.Application) -> web.Application:
@@ -46,6 +48,7 @@ def build_admin(config: Config, app: web.Application) -> web.Application:
         config.admin_token,
         config.targeted_fields,
         config.ttl_policy,
+        app[READINESS_KEY],
     )
 
 
@@ -127,6 +130,8 @@ def build_app(config: Config, store: Store) -> web.Application:
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],
     )
+    app[READINESS_KEY] = Readiness(store)
+    add_probe_routes(app, app[READINESS_KEY], config.liveness_path, config.readiness_path)
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
@@ -245,7 +250,21 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
     )
     try:
         await stop.wait()
+        await drain(app[READINESS_KEY], stop, config.shutdown_delay)
     finally:
         log.info("stopping")
         await admin_runner.cleanup()
         await runner.cleanup()
+
+
+async def drain(readiness: Readiness, stop: asyncio.Event, delay: float) -> None:
+    """After the first SIGTERM: readiness says 503 while everything else is served as
+    before, for `delay` seconds, so load balancers stop sending first. Another SIGTERM or
+    SIGINT ends the wait."""
+    readiness.draining = True
+    if delay <= 0:
+        return
+    log.info("draining", seconds=delay)
+    stop.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)

@@ -103,6 +103,11 @@ class Config:
     admin_token: str | None = None  # bearer token for the admin listener
     tag_header: str = "Surrogate-Key"  # response field whose words tag an entry for purges
     shutdown_grace: float = 30.0  # seconds requests in flight get to finish on SIGTERM
+    # Seconds between SIGTERM and the graceful stop, serving as usual while readiness says
+    # 503 and load balancers take the instance out (proxy/probes.py).
+    shutdown_delay: float = 0.0
+    liveness_path: str | None = None  # answered by pixcache on the serving port; None: off
+    readiness_path: str | None = None  # likewise; 503 from SIGTERM on
     # URI prefix of nginx's internal location for the cache's bodies/; None: hits are sent
     # by pixcache itself, never by X-Accel-Redirect.
     x_accel_redirect: str | None = None
@@ -148,6 +153,8 @@ def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = N
             f"is required: the admin listener on {admin_host} is not loopback-only "
             "(set PIXCACHE_ADMIN_TOKEN, or keep --admin-listen on 127.0.0.1)",
         )
+    if "readiness_path" in parsed and parsed["readiness_path"] == parsed.get("liveness_path"):
+        raise ConfigError("readiness_path", "must differ from --liveness-path")
     deadline_names = {f.name: f"{f.name}_timeout" for f in fields(Deadlines)}
     deadline_names["headers"] = "header_timeout"
     deadlines = Deadlines(

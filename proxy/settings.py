@@ -230,6 +230,24 @@ def _uri_prefix(setting: str, raw: Any) -> str:
     return text
 
 
+def _probe_path(setting: str, raw: Any) -> str:
+    """A path answered by pixcache itself on the serving port, e.g. /_pixcache/ready: plain
+    characters only, so that it names one path whatever the decoding (no %, no dot
+    segments), and never / (that would hide the origin's root)."""
+    text = str(raw)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/")
+    segments = text[1:].split("/")
+    if (
+        isinstance(raw, bool)
+        or not text.startswith("/")
+        or text == "/"
+        or not set(text) <= allowed
+        or any(seg in ("", ".", "..") for seg in segments)
+    ):
+        raise ConfigError(setting, f"must be a URI path like /_pixcache/health, got {raw!r}")
+    return text
+
+
 def _listen(setting: str, raw: Any) -> tuple[str, int]:
     host, sep, port_text = str(raw).rpartition(":")
     host = host.strip("[]")
@@ -297,6 +315,9 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "admin_token": _token,
     "tag_header": _field_name,
     "shutdown_grace": _non_negative_seconds,
+    "shutdown_delay": _non_negative_seconds,
+    "liveness_path": _probe_path,
+    "readiness_path": _probe_path,
     "x_accel_redirect": _uri_prefix,
     "unkeyed_request_fields": _field_names,
     "client_header_timeout": _positive_seconds,
