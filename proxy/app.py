@@ -117,6 +117,18 @@ def build_app(config: Config, store: Store) -> web.Application:
         fill_queue=config.fill_queue,
         max_rss=config.max_rss,
     )
+    metrics.describe_instance(
+        metrics.InstanceFacts(
+            cache_dir=config.cache_dir,
+            workers=config.workers,
+            max_size=config.max_size,
+            min_free=config.min_free,
+            max_object_size=config.max_object_size,
+            max_fills=config.max_fills,
+            fill_queue=config.fill_queue,
+            max_connections=config.max_connections,
+        )
+    )
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
