@@ -10,9 +10,12 @@ process holds its own state: the master passes SIGTERM on to every worker."""
 
 from __future__ import annotations
 
+import structlog
 from aiohttp import web
 
 from storage.store import Store
+
+log = structlog.get_logger("pixcache.probes")
 
 # RFC 9111 §5.2.2.5: a probe's answer is about this moment; no cache in front may keep it.
 _HEADERS = {"Cache-Control": "no-store"}
@@ -27,16 +30,19 @@ class Readiness:
         self.draining = False  # set on SIGTERM; never cleared: the process is stopping
 
     async def problems(self) -> list[str]:
-        """Why not, or [] when ready."""
+        """Why not, or [] when ready. Anyone who reaches the serving port may read these
+        words: the details (paths, the library's message) go to the log only."""
         found = ["shutting down"] if self.draining else []
         try:
             self.store.layout.check_writable()
         except OSError as exc:
-            found.append(f"cache directory not writable: {exc.strerror}")
+            log.warning("not_ready", problem="cache directory not writable", error=str(exc))
+            found.append("cache directory not writable")
         try:
             await self.store.entry_count()
         except Exception as exc:  # noqa: BLE001 - any index failure means not ready
-            found.append(f"index unavailable: {exc}")
+            log.warning("not_ready", problem="index unavailable", error=str(exc))
+            found.append("index unavailable")
         return found
 
     async def answer(self) -> web.Response:

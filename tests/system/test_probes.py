@@ -60,6 +60,19 @@ async def wait_for_status(
     raise TimeoutError(f"{url} did not answer {status} {times} times in a row")
 
 
+async def wait_for_hit(client: aiohttp.ClientSession, url: str) -> None:
+    """Until `url` is answered from the cache: its fill has committed (bounded)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        async with client.get(url) as resp:
+            assert resp.status == 200
+            await resp.read()
+            if "hit" in resp.headers["Cache-Status"]:
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"{url} was never a hit")
+
+
 def fresh_connections() -> aiohttp.ClientSession:
     # A new connection per request: with several workers, each may land on any of them.
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
@@ -76,9 +89,7 @@ async def test_readiness_turns_503_on_sigterm_while_requests_are_still_served(
     try:
         async with fresh_connections() as client:
             assert await status_of(client, base + READY) == 200
-            async with client.get(base + "/a.jpg") as resp:
-                assert resp.status == 200 and await resp.read() == pattern_bytes(5000, 1)
-
+            await wait_for_hit(client, base + "/a.jpg")
             proc.send_signal(signal.SIGTERM)
             await wait_for_status(client, base + READY, 503)
             async with client.get(base + READY) as resp:
@@ -157,6 +168,7 @@ async def test_probe_paths_never_reach_the_origin_nor_the_cache(tmp_path: Path) 
             assert reply.status == 200 and reply.body == b'{"status": "ok"}'
             async with client.get(base + "/a.jpg") as resp:
                 assert resp.status == 200 and await resp.read() == pattern_bytes(5000, 3)
+            await wait_for_hit(client, base + "/a.jpg")  # committed: what is on disk is final
         hits = origin_hits(origin_url)
         assert hits == {"/a.jpg": 1}
         # Nothing was stored but the one object.
@@ -193,6 +205,28 @@ async def test_every_worker_turns_unready_on_sigterm_and_keeps_serving(tmp_path:
                     assert resp.status == 200 and await resp.read() == pattern_bytes(5000, 1)
         proc.send_signal(signal.SIGTERM)
         assert await wait_for_exit(proc) == 0
+    finally:
+        stop(proc)
+        stop(origin)
+
+
+async def test_readiness_says_why_without_paths_and_recovers(tmp_path: Path) -> None:
+    origin, origin_url = start_origin({"/a.jpg": (5000, 1)})
+    port = free_port()
+    cache = tmp_path / "cache"
+    proc = start_pixcache(origin_url, cache, port, *PROBES)
+    try:
+        async with fresh_connections() as client:
+            assert await status_of(client, f"http://127.0.0.1:{port}{READY}") == 200
+            (cache / "tmp").rmdir()  # where every write starts: nothing can be stored now
+            async with client.get(f"http://127.0.0.1:{port}{READY}") as resp:
+                text = await resp.text()
+                assert resp.status == 503
+                assert json.loads(text)["problems"] == ["cache directory not writable"]
+                assert str(tmp_path) not in text
+            assert await status_of(client, f"http://127.0.0.1:{port}{LIVE}") == 200
+            (cache / "tmp").mkdir()
+            assert await status_of(client, f"http://127.0.0.1:{port}{READY}") == 200
     finally:
         stop(proc)
         stop(origin)
