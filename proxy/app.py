@@ -212,9 +212,10 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
     """Serve until SIGTERM or SIGINT, from a store that `Store.prepare` has readied."""
     # Signal handlers first: a signal that comes as soon as the port listens is handled.
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # SIGINT once stopping: end the shutdown delay now
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: hurry.set() if stop.is_set() else stop.set())
     # Logs go to stdout (no file to reopen), and the configuration is frozen at start:
     # SIGHUP has nothing it could safely reload, and says so instead of killing us.
     loop.add_signal_handler(
@@ -262,21 +263,21 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
     )
     try:
         await stop.wait()
-        await drain(app[READINESS_KEY], stop, config.shutdown_delay)
+        await drain(app[READINESS_KEY], hurry, config.shutdown_delay)
     finally:
         log.info("stopping")
         await admin_runner.cleanup()
         await runner.cleanup()
 
 
-async def drain(readiness: Readiness, stop: asyncio.Event, delay: float) -> None:
-    """After the first SIGTERM: readiness says 503 while everything else is served as
-    before, for `delay` seconds, so load balancers stop sending first. Another SIGTERM or
-    SIGINT ends the wait."""
+async def drain(readiness: Readiness, hurry: asyncio.Event, delay: float) -> None:
+    """After the first SIGTERM or SIGINT: readiness says 503 while everything else is
+    served as before, for `delay` seconds, so load balancers stop sending first. A SIGINT
+    (a second Ctrl-C) ends the wait; a repeated SIGTERM does not: a service manager may
+    send it to every process of the group, and the master passes it on too."""
     readiness.draining = True
     if delay <= 0:
         return
     log.info("draining", seconds=delay)
-    stop.clear()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay)
+        await asyncio.wait_for(hurry.wait(), delay)

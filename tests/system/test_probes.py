@@ -104,9 +104,14 @@ async def test_readiness_turns_503_on_sigterm_while_requests_are_still_served(
                 assert "hit" in resp.headers["Cache-Status"]
             async with client.get(base + "/b.jpg") as resp:
                 assert resp.status == 200 and await resp.read() == pattern_bytes(7000, 2)
+            # A repeated SIGTERM (a service manager signals the whole group) goes on draining.
+            proc.send_signal(signal.SIGTERM)
+            assert await status_of(client, base + READY) == 503
+            async with client.get(base + "/a.jpg") as resp:
+                assert resp.status == 200 and await resp.read() == pattern_bytes(5000, 1)
             assert proc.poll() is None
-        # A second signal ends the delay: the graceful stop follows, exit status 0.
-        proc.send_signal(signal.SIGTERM)
+        # SIGINT (a second Ctrl-C) ends the delay: the graceful stop follows, exit status 0.
+        proc.send_signal(signal.SIGINT)
         assert await wait_for_exit(proc) == 0
     finally:
         stop(proc)
@@ -203,7 +208,7 @@ async def test_every_worker_turns_unready_on_sigterm_and_keeps_serving(tmp_path:
             for _ in range(10):
                 async with client.get(base + "/a.jpg") as resp:
                     assert resp.status == 200 and await resp.read() == pattern_bytes(5000, 1)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # the master passes it on: the delay ends
         assert await wait_for_exit(proc) == 0
     finally:
         stop(proc)
