@@ -207,6 +207,11 @@ async def test_fills_waiting_for_a_slot_show_as_the_fill_queue_depth(tmp_path: P
             release.set()
             assert await asyncio.gather(*requests) == [200, 200, 200]
             assert await depth() == 0
+            # Limits not set are left out, never reported as 0.
+            families = check_conventions(await scrape(client, admin_port))
+            assert "pixcache_cache_max_bytes" not in families
+            assert "pixcache_object_max_bytes" not in families
+            assert total(families, "pixcache_fills_max") == 1
     finally:
         stop(proc)
         await runner.cleanup()
