@@ -21,6 +21,7 @@ from proxy import metrics
 from proxy.fills import Fills
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, freshness_lifetime
 from proxy.policy.targeted import effective_headers
+from proxy.probes import Readiness
 from storage.commit import CommitRefused
 from storage.layout import primary_key_hash
 from storage.store import Store
@@ -31,7 +32,7 @@ STORE = web.AppKey("store", Store)
 FILLS = web.AppKey("fills", Fills)
 TARGETS = web.AppKey("targets", tuple)
 TTL_POLICY = web.AppKey("ttl_policy", TtlPolicy)
-READY = web.AppKey("ready", dict)
+READINESS = web.AppKey("readiness", Readiness)
 
 
 def build_admin_app(
@@ -40,9 +41,11 @@ def build_admin_app(
     token: str | None,
     targets: tuple[str, ...],
     ttl_policy: TtlPolicy = RFC_ONLY,
+    readiness: Readiness | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[_authorized(token)])
     app[STORE], app[FILLS], app[TARGETS] = store, fills, targets
+    app[READINESS] = readiness or Readiness(store)
     app[TTL_POLICY] = ttl_policy
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -85,19 +88,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """The cache directory is writable (and the index answers)."""
-    store = request.app[STORE]
-    problems = []
-    try:
-        store.layout.check_writable()
-    except OSError as exc:
-        problems.append(f"cache directory not writable: {exc.strerror}")
-    try:
-        await store.entry_count()
-    except Exception as exc:  # noqa: BLE001 - any index failure means not ready
-        problems.append(f"index unavailable: {exc}")
-    status = 503 if problems else 200
-    return web.json_response({"ready": not problems, "problems": problems}, status=status)
+    """The cache directory is writable, the index answers, and no SIGTERM came."""
+    return await request.app[READINESS].answer()
 
 
 async def metrics_page(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from proxy.origins import make_origin
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
+from proxy.probes import Readiness, add_probe_routes
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
@@ -36,6 +37,7 @@ log = structlog.get_logger("pixcache")
 UPKEEP_INTERVAL = 1.0
 STORE_KEY = web.AppKey("store", Store)
 FILLS_KEY = web.AppKey("fills", Fills)
+READINESS_KEY = web.AppKey("readiness", Readiness)
 
 
 def build_admin(config: Config, app: web.Application) -> web.Application:
@@ -46,6 +48,7 @@ def build_admin(config: Config, app: web.Application) -> web.Application:
         config.admin_token,
         config.targeted_fields,
         config.ttl_policy,
+        app[READINESS_KEY],
     )
 
 
@@ -114,6 +117,18 @@ def build_app(config: Config, store: Store) -> web.Application:
         fill_queue=config.fill_queue,
         max_rss=config.max_rss,
     )
+    metrics.describe_instance(
+        metrics.InstanceFacts(
+            cache_dir=config.cache_dir,
+            workers=config.workers,
+            max_size=config.max_size,
+            min_free=config.min_free,
+            max_object_size=config.max_object_size,
+            max_fills=config.max_fills,
+            fill_queue=config.fill_queue,
+            max_connections=config.max_connections,
+        )
+    )
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
@@ -127,6 +142,8 @@ def build_app(config: Config, store: Store) -> web.Application:
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],
     )
+    app[READINESS_KEY] = Readiness(store)
+    add_probe_routes(app, app[READINESS_KEY], config.liveness_path, config.readiness_path)
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
@@ -195,9 +212,10 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
     """Serve until SIGTERM or SIGINT, from a store that `Store.prepare` has readied."""
     # Signal handlers first: a signal that comes as soon as the port listens is handled.
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # SIGINT once stopping: end the shutdown delay now
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: hurry.set() if stop.is_set() else stop.set())
     # Logs go to stdout (no file to reopen), and the configuration is frozen at start:
     # SIGHUP has nothing it could safely reload, and says so instead of killing us.
     loop.add_signal_handler(
@@ -245,7 +263,21 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
     )
     try:
         await stop.wait()
+        await drain(app[READINESS_KEY], hurry, config.shutdown_delay)
     finally:
         log.info("stopping")
         await admin_runner.cleanup()
         await runner.cleanup()
+
+
+async def drain(readiness: Readiness, hurry: asyncio.Event, delay: float) -> None:
+    """After the first SIGTERM or SIGINT: readiness says 503 while everything else is
+    served as before, for `delay` seconds, so load balancers stop sending first. A SIGINT
+    (a second Ctrl-C) ends the wait; a repeated SIGTERM does not: a service manager may
+    send it to every process of the group, and the master passes it on too."""
+    readiness.draining = True
+    if delay <= 0:
+        return
+    log.info("draining", seconds=delay)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hurry.wait(), delay)

@@ -72,6 +72,12 @@ HELP = {
     "admin_token": "bearer token the admin listener requires (required off loopback)",
     "tag_header": "response field whose words tag an entry for purges (default Surrogate-Key)",
     "shutdown_grace": "seconds requests in flight get to finish on SIGTERM (default 30)",
+    "shutdown_delay": "seconds pixcache keeps serving after SIGTERM, its readiness probe "
+    "saying 503, so load balancers stop sending before it stops (default 0)",
+    "liveness_path": "path on the serving port that pixcache answers 200 while it serves, "
+    "without the admin token, e.g. /_pixcache/health (default: off)",
+    "readiness_path": "path on the serving port that pixcache answers 200 when ready and 503 "
+    "from SIGTERM on, e.g. /_pixcache/ready (default: off)",
     "x_accel_redirect": "URI prefix of nginx's internal location for the cache's bodies/, "
     "e.g. /_pixcache/bodies/: hits asked for by nginx (X-Sendfile-Type: X-Accel-Redirect) "
     "are answered with X-Accel-Redirect, and nginx sends the body (default: off)",

@@ -117,6 +117,9 @@ class Fills:
 
     async def _run(self, fill: Fill) -> None:
         lock = self.store.key_lock(fill.coalesce_key)
+        queued = self._slots.locked()  # every slot taken: this fill waits in the queue
+        if queued:
+            metrics.FILL_QUEUE.inc()
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:
@@ -124,6 +127,9 @@ class Fills:
             metrics.FILLS_IN_FLIGHT.dec()
             fill.close()
             raise
+        finally:
+            if queued:
+                metrics.FILL_QUEUE.dec()
         try:
             waited = await self._acquire(lock)
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:

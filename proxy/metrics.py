@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 from prometheus_client import (
     REGISTRY,
@@ -13,6 +18,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 STORAGE_ERRORS = Counter(
@@ -53,10 +60,26 @@ CLIENT_CLOSES = Counter(
     "connection at the limit, or refused at the limit",
     ["why"],
 )
+# From a hit sent from memory (well under a millisecond) to a miss of a large body.
+DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+)  # fmt: skip
+REQUEST_SECONDS = Histogram(
+    "pixcache_request_duration_seconds",
+    "Time from a request's arrival to its last byte handed to the kernel, by cache outcome "
+    "(the Cache-Status outcome: hit, miss, stale, bypass, uri-miss, ...)",
+    ["cache"],
+    buckets=DURATION_BUCKETS,
+)
 COALESCED = Counter("pixcache_coalesced_waiters_total", "Requests that joined a fill in flight")
 # multiprocess_mode says how the workers' values combine (ignored with one process).
 FILLS_IN_FLIGHT = Gauge(
     "pixcache_fills_in_flight", "Origin fills in flight", multiprocess_mode="livesum"
+)
+FILL_QUEUE = Gauge(
+    "pixcache_fill_queue_depth",
+    "Fills waiting for a slot (--max-fills); they count in pixcache_fills_in_flight too",
+    multiprocess_mode="livesum",
 )
 CACHE_BYTES = Gauge(
     "pixcache_cache_bytes",
@@ -66,6 +89,95 @@ CACHE_BYTES = Gauge(
 CACHE_ENTRIES = Gauge(
     "pixcache_cache_entries", "Entries in the cache (from the index)", multiprocess_mode="max"
 )
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    """What a scrape reports of the instance as a whole, read when scraped: the same in
+    every worker, so no worker's samples need combining. Limits that apply per worker are
+    given for all of them together, comparable with the gauges summed across workers."""
+
+    cache_dir: Path
+    workers: int = 1
+    max_size: int | None = None
+    min_free: int = 0
+    max_object_size: int | None = None
+    max_fills: int = 64
+    fill_queue: int = 256
+    max_connections: int | None = None  # per worker
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pixcache")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+BUILD = {"version": _version(), "python": platform.python_version()}
+
+
+class _InstanceCollector(Collector):
+    """Yields the families of the current InstanceFacts (none before describe_instance)."""
+
+    facts: InstanceFacts | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        facts = self.facts
+        info = GaugeMetricFamily(
+            "pixcache_build_info", "pixcache's version and Python's; always 1", labels=list(BUILD)
+        )
+        info.add_metric(list(BUILD.values()), 1)
+        yield info
+        if facts is None:
+            return
+        workers = facts.workers
+        limits: list[tuple[str, str, int | None]] = [
+            ("pixcache_worker_processes", "Worker processes (--workers)", facts.workers),
+            ("pixcache_cache_max_bytes", "Most bytes the cache may hold (--max-size)",
+             facts.max_size),
+            ("pixcache_cache_min_free_bytes",
+             "Bytes kept free on the cache's filesystem (--min-free)", facts.min_free),
+            ("pixcache_object_max_bytes",
+             "Largest object stored; larger ones are proxied (--max-object-size)",
+             facts.max_object_size),
+            ("pixcache_fills_max", "Fills in flight at once, all workers (--max-fills)",
+             facts.max_fills * workers),
+            ("pixcache_fill_queue_max",
+             "Fills that may wait for a slot, all workers (--fill-queue)",
+             facts.fill_queue * workers),
+            ("pixcache_client_connections_max",
+             "Client connections, all workers (--max-connections)",
+             None if facts.max_connections is None else facts.max_connections * workers),
+        ]  # fmt: skip
+        for name, documentation, value in limits:
+            if value is not None:  # a limit not set is not 0: it is left out
+                yield GaugeMetricFamily(name, documentation, value=value)
+        try:
+            st = os.statvfs(facts.cache_dir)
+        except OSError:
+            return  # no figure rather than a wrong one; readiness reports the directory
+        # f_bavail: what an unprivileged process such as pixcache may still write, the
+        # figure --min-free is held against.
+        yield GaugeMetricFamily(
+            "pixcache_cache_filesystem_free_bytes",
+            "Bytes free for pixcache on the cache directory's filesystem",
+            value=st.f_bavail * st.f_frsize,
+        )
+        yield GaugeMetricFamily(
+            "pixcache_cache_filesystem_size_bytes",
+            "Size of the cache directory's filesystem",
+            value=st.f_blocks * st.f_frsize,
+        )
+
+
+_INSTANCE = _InstanceCollector()
+REGISTRY.register(_INSTANCE)
+
+
+def describe_instance(facts: InstanceFacts) -> None:
+    """Report these limits and this cache directory from now on."""
+    _INSTANCE.facts = facts
 
 
 def across_workers() -> bool:
@@ -80,6 +192,7 @@ def _instance_registry() -> CollectorRegistry:
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)
+    registry.register(_INSTANCE)
     return registry
 
 

@@ -64,7 +64,9 @@ os.register_at_fork(after_in_child=_reset_ids)  # each worker numbers its own re
 
 
 def record_request(request: web.Request, served: Served, began: float) -> None:
+    seconds = time.monotonic() - began
     _count(served)
+    _duration_histogram(served.cache.outcome).observe(seconds)
     if not request_logged():
         return
     fields: dict[str, object] = {
@@ -73,7 +75,7 @@ def record_request(request: web.Request, served: Served, began: float) -> None:
         "status": served.status,
         "cache": served.cache.outcome,
         "bytes": served.body_bytes,
-        "duration": round(time.monotonic() - began, 6),
+        "duration": round(seconds, 6),
         "request_id": request_id(request),
     }
     if served.client_gone:
@@ -99,6 +101,7 @@ def record_request(request: web.Request, served: Served, began: float) -> None:
 # in each process (prometheus_client's labels() costs more than the increment).
 _requests_by_label: dict[tuple[str, int], Any] = {}
 _bytes_by_source: dict[bool, Any] = {}
+_durations_by_outcome: dict[str, Any] = {}
 
 
 def hit_log_head(path: str, body_bytes: int) -> str | None:
@@ -117,8 +120,10 @@ def record_hit(request: web.Request, body_bytes: int, began: float, log_head: st
     if log_head is None or lines is None:
         record_request(request, Served(200, HIT, body_bytes=body_bytes), began)
         return
+    seconds = time.monotonic() - began
     _count_hit(body_bytes)
-    lines.write_end(log_head, round(time.monotonic() - began, 6), new_request_id())
+    _duration_histogram("hit").observe(seconds)
+    lines.write_end(log_head, round(seconds, 6), new_request_id())
 
 
 def _count_hit(body_bytes: int) -> None:
@@ -156,9 +161,17 @@ def _bytes_counter(from_cache: bool) -> Any:
     return counter
 
 
+def _duration_histogram(outcome: str) -> Any:
+    histogram = _durations_by_outcome.get(outcome)
+    if histogram is None:
+        histogram = _durations_by_outcome[outcome] = metrics.REQUEST_SECONDS.labels(outcome)
+    return histogram
+
+
 def _forget_children() -> None:
     _requests_by_label.clear()
     _bytes_by_source.clear()
+    _durations_by_outcome.clear()
 
 
 os.register_at_fork(after_in_child=_forget_children)  # each worker its own metric values

@@ -68,9 +68,9 @@ def run_workers(config: Config, store: Store) -> None:
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for pid in children:
+        for pid in children:  # the same signal: a SIGINT also ends a shutdown delay
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 

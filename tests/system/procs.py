@@ -50,9 +50,15 @@ def start_origin(
 
 
 def start_pixcache(
-    origin: str, cache_dir: Path, port: int, *extra: str, log: Path | None = None
+    origin: str,
+    cache_dir: Path,
+    port: int,
+    *extra: str,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
-    """`pixcache serve` in its own process group; JSON log lines go to `log` if given."""
+    """`pixcache serve` in its own process group; JSON log lines go to `log` if given;
+    `env` adds PIXCACHE_* variables (the flags given here win over them)."""
     out = log.open("ab") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [
@@ -76,6 +82,7 @@ def start_pixcache(
         cwd=REPO,
         stdout=out,
         start_new_session=True,
+        env=None if env is None else os.environ | env,
     )
     if log is not None:
         out.close()
