@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from proxy.policy.freshness import TtlPolicy
+from proxy.tracing.settings import TraceSettings, trace_settings
 
 
 class ConfigError(Exception):
@@ -22,7 +23,9 @@ class ConfigError(Exception):
     def __init__(self, setting: str, message: str) -> None:
         flag = "--" + setting.replace("_", "-")
         env = "PIXCACHE_" + setting.upper()
-        super().__init__(f"invalid setting {flag} ({env}): {message}")
+        # A variable of the OpenTelemetry SDK (OTEL_*) is named as the user writes it.
+        where = setting if setting.isupper() else f"{flag} ({env})"
+        super().__init__(f"invalid setting {where}: {message}")
         self.setting = setting
 
 
@@ -131,6 +134,8 @@ class Config:
 
     log_format: str = "auto"  # auto (JSON unless stdout is a TTY), json or console
     log_level: str = "info"
+    # From the standard OTEL_* variables, not PIXCACHE_* ones (proxy/tracing/settings.py).
+    tracing: TraceSettings = TraceSettings()
 
 
 # name -> (parser, default). The names are the TOML keys; flags and variables derive from them.
@@ -471,6 +476,7 @@ def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = N
         admin_host=admin_host,
         admin_port=admin_port,
         deadlines=deadlines,
+        tracing=trace_settings(environ),
         **parsed,
     )
 

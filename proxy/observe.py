@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +65,18 @@ def _reset_ids() -> None:
 os.register_at_fork(after_in_child=_reset_ids)  # each worker numbers its own requests
 
 
+# Who else is told what a request served: its server span, while tracing (proxy/tracing);
+# a context variable, so it belongs to the request whose task set it.
+served_hook: ContextVar[Callable[[Served], None] | None] = ContextVar(
+    "pixcache_served_hook", default=None
+)
+
+
 def record_request(request: web.Request, served: Served, began: float) -> None:
     _count(served)
+    hook = served_hook.get()
+    if hook is not None:
+        hook(served)
     if not request_logged():
         return
     fields: dict[str, object] = {
@@ -105,7 +117,8 @@ def hit_log_head(path: str, body_bytes: int) -> str | None:
     """The fixed start of the `request` line of a 200 hit for `path` sent whole, when
     request lines are JSON (see record_hit); None otherwise."""
     lines = request_lines()
-    if lines is None:
+    if lines is None or "request_id" in structlog.contextvars.get_contextvars():
+        # The context of this request (its ids, while tracing) belongs in no other's line.
         return None
     fields = {"method": "GET", "path": path, "status": 200, "cache": "hit", "bytes": body_bytes}
     return lines.head(fields)
