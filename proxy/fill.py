@@ -168,7 +168,7 @@ class Fill:
             response.timings,
         )
         body, problem = response.body, ""
-        if settings.guard is not None:
+        if settings.guard is not None and settings.guard.enabled:
             try:
                 with settings.tracing.span("image.guard"):
                     body, problem = await settings.guard.judge(response)
@@ -297,7 +297,7 @@ class Fill:
         or the URL was invalidated meanwhile."""
         temp, self._temp = self._temp, None
         assert temp is not None
-        if settings.guard is not None:
+        if settings.guard is not None and settings.guard.decodes:
             with settings.tracing.span("image.decode"):
                 problem = await settings.guard.decodes_whole(temp.path)
             if problem:  # decode mode: a truncated or broken image is never stored
