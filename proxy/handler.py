@@ -124,6 +124,8 @@ class Handler:
             served = await send_internal_error(request, exc)
         finally:
             record_request(request, served, began)
+            if self.tracing is not None:
+                self.tracing.served(served)
         # The response was written already (or the connection is gone); aiohttp's own
         # prepare/write_eof on it are then no-ops.
         return request.get(RESPONSE_KEY) or web.Response(status=served.status)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,18 +63,8 @@ def _reset_ids() -> None:
 os.register_at_fork(after_in_child=_reset_ids)  # each worker numbers its own requests
 
 
-# Who else is told what a request served: its server span, while tracing (proxy/tracing);
-# a context variable, so it belongs to the request whose task set it.
-served_hook: ContextVar[Callable[[Served], None] | None] = ContextVar(
-    "pixcache_served_hook", default=None
-)
-
-
 def record_request(request: web.Request, served: Served, began: float) -> None:
     _count(served)
-    hook = served_hook.get()
-    if hook is not None:
-        hook(served)
     if not request_logged():
         return
     fields: dict[str, object] = {

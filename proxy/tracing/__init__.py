@@ -58,6 +58,11 @@ class Tracing:
         """The handler's lookup, under a span (never called while tracing is off)."""
         return await pending
 
+    def served(self, served: Any) -> None:
+        """What the handler served (proxy/observe.Served), for the request's server span
+        (never called while tracing is off)."""
+        return None
+
     def span(self, name: str, **attributes: Any) -> AbstractContextManager[Any]:
         """A step of a fill (lock wait, guard, commit), as a child of the current span."""
         return _NO_SPAN

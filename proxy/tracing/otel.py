@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from proxy.observe import Served, request_id, served_hook
+from proxy.observe import HIT, Served, request_id
 from proxy.origins.base import Origin
 from proxy.tracing import Handle, Tracing
 from proxy.tracing.origin import TracedOrigin
@@ -39,6 +39,8 @@ from proxy.tracing.settings import TraceSettings
 
 T = TypeVar("T")
 VERSION = "0.1.0"
+STATUS = "http.response.status_code"
+HIT_SENT = Served(200, HIT)
 
 
 class OtelTracing(Tracing):
@@ -79,18 +81,24 @@ class OtelTracing(Tracing):
                 set_status_on_exception=False,
             ) as span:
                 trace_id = trace.format_trace_id(span.get_span_context().trace_id)
-                hook = served_hook.set(lambda served: _record_served(span, served))
                 try:
                     with structlog.contextvars.bound_contextvars(request_id=rid, trace_id=trace_id):
-                        return await handle(request)
+                        response = await handle(request)
                 except Exception as exc:  # the handler answers its own errors; a bug
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                     raise
-                finally:
-                    served_hook.reset(hook)
+                if STATUS not in (getattr(span, "attributes", None) or {}):
+                    # The hot path answered (proxy/hot.py, which knows nothing of tracing):
+                    # a hit, sent whole, or cut when the connection failed under it.
+                    cut = request.transport is None or request.transport.is_closing()
+                    _record_served(span, Served(499, HIT, client_gone=True) if cut else HIT_SENT)
+                return response
 
         return traced
+
+    def served(self, served: Served) -> None:
+        _record_served(trace.get_current_span(), served)
 
     def wrap_origin(self, origin: Origin) -> Origin:
         return TracedOrigin(origin, self.tracer)
@@ -158,7 +166,7 @@ def _current(ctx: otel_context.Context) -> Iterator[None]:
 
 def _record_served(span: trace.Span, served: Served) -> None:
     """What the request's log line says, on its server span."""
-    span.set_attribute("http.response.status_code", served.status)
+    span.set_attribute(STATUS, served.status)
     span.set_attribute("pixcache.cache", served.cache.outcome)
     if served.cache.collapsed:
         span.set_attribute("pixcache.collapsed", True)
