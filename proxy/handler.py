@@ -101,7 +101,8 @@ class Handler:
         self.not_forwarded_on_fill = NOT_FORWARDED_ON_FILL | unkeyed_fields
         # Hits prepared by an earlier hit of this worker (off when nginx sends the bodies).
         self.hot = hot if not x_accel_redirect else None
-        self.tracing = tracing  # None while tracing is off: a hit pays one check for it
+        # None while tracing is off: the hot path never looks, the full one checks this.
+        self.tracing = tracing
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if self.hot is not None and (sent := await self.hot.answer(request, self.store.note_use)):
