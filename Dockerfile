@@ -13,7 +13,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY proxy ./proxy
 COPY storage ./storage
-RUN pip install . && rm -rf /src
+# The otel extra: traces are exported when OTEL_TRACES_EXPORTER is set (docs/tracing.md).
+RUN pip install '.[otel]' && rm -rf /src
 
 # A non-root user owns the cache directory. A fresh named volume mounted there takes this
 # ownership from the image.

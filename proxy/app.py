@@ -26,6 +26,7 @@ from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
 from proxy.probes import Readiness, add_probe_routes
+from proxy.tracing import Tracing, make_tracing
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
@@ -88,10 +89,12 @@ def tags_of(meta: EntryMeta, field: str) -> tuple[str, ...]:
     return tuple(word for value in values for word in value.split())
 
 
-def build_app(config: Config, store: Store) -> web.Application:
-    """The application for a prepared store; origin and fills live as long as it does."""
+def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -> web.Application:
+    """The application for a prepared store; origin and fills live as long as it does.
+    Tracing as the config says, unless one is given (a test's in-memory exporter)."""
     keep_header_octets()
-    origin = make_origin(config)
+    tracing = make_tracing(config.tracing) if tracing is None else tracing
+    origin = tracing.wrap_origin(make_origin(config))
     guard = Guard(
         GuardLimits(
             mode=config.verify_images,
@@ -107,7 +110,7 @@ def build_app(config: Config, store: Store) -> web.Application:
     ttl_policy = config.ttl_policy  # built once: every lifetime is bounded by the same one
     # What the rules read of the config, built once for the handler and every fill.
     policy = PolicyOptions(config.targeted_fields, config.grace, ttl_policy)
-    settings = FillSettings(config.max_object_size, guard, policy)
+    settings = FillSettings(config.max_object_size, guard, policy, tracing)
     fills = Fills(
         origin,
         store,
@@ -141,10 +144,11 @@ def build_app(config: Config, store: Store) -> web.Application:
         x_accel_redirect=config.x_accel_redirect,
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],
+        tracing=tracing if tracing.enabled else None,
     )
     app[READINESS_KEY] = Readiness(store)
     add_probe_routes(app, app[READINESS_KEY], config.liveness_path, config.readiness_path)
-    app.router.add_route("*", "/{tail:.*}", handler.__call__)
+    app.router.add_route("*", "/{tail:.*}", tracing.serve(handler.__call__))
 
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
         task = asyncio.get_running_loop().create_task(upkeep(store, config))
@@ -157,6 +161,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         guard.close()
         app[HOT_KEY].close()
         await store.flush_uses()
+        await asyncio.to_thread(tracing.close)  # the last export may wait for its collector
 
     app.cleanup_ctx.append(background)
     return app

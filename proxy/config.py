@@ -20,6 +20,7 @@ from proxy.settings import (
     merge_sources,
     read_toml,
 )
+from proxy.tracing.settings import TraceSettings, trace_settings
 
 __all__ = [
     "SETTINGS",
@@ -133,6 +134,8 @@ class Config:
 
     log_format: str = "auto"  # auto (JSON unless stdout is a TTY), json or console
     log_level: str = "info"
+    # From the standard OTEL_* variables, not PIXCACHE_* ones (proxy/tracing/settings.py).
+    tracing: TraceSettings = TraceSettings()
 
 
 def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Config:
@@ -166,6 +169,7 @@ def build_config(flags: Mapping[str, Any], environ: Mapping[str, str] | None = N
         admin_host=admin_host,
         admin_port=admin_port,
         deadlines=deadlines,
+        tracing=trace_settings(environ),
         **parsed,
     )
 

@@ -15,6 +15,9 @@ class ProxyError(Exception):
     status = 502
     event = "proxy_error"
     stage: str | None = None  # which stage of an origin fetch failed, where one did
+    # Seconds each stage of the failed fetch took before it failed, where the origin timed
+    # them (its OriginResponse.timings): traces place the failed stage after them.
+    timings: dict[str, float] | None = None
 
     def __init__(self, message: str, *, origin: str = "", detail: str = "") -> None:
         super().__init__(message)

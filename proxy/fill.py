@@ -28,7 +28,6 @@ from proxy.fill_head import (
     complete_if_whole,
 )
 from proxy.fill_state import FINAL, HEAD_KNOWN, JOINABLE, State, check_transition
-from proxy.guard import Guard
 from proxy.observe import log_fill_error
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.body_check import BodyLimits
@@ -169,9 +168,10 @@ class Fill:
             response.timings,
         )
         body, problem = response.body, ""
-        if settings.guard is not None:
+        if settings.guard is not None and settings.guard.enabled:
             try:
-                body, problem = await settings.guard.judge(response)
+                with settings.tracing.span("image.guard"):
+                    body, problem = await settings.guard.judge(response)
             except ProxyError as exc:
                 return self.fail(exc)
         if problem and head.shared:  # served, but a broken-looking image is never stored
@@ -206,7 +206,7 @@ class Fill:
             self.body.end()
             return await response.stop()  # the rest is never downloaded
         if self.state is State.STORING:
-            await self._keep(store, response, head, settings.guard, request_time, response_time)
+            await self._keep(store, response, head, settings, request_time, response_time)
             self._to(State.COMPLETE)
         else:
             self._to(State.PASSED)
@@ -289,7 +289,7 @@ class Fill:
         store: Store,
         response: OriginResponse,
         head: FillHead,
-        guard: Guard | None,
+        settings: FillSettings,
         request_time: float,
         response_time: float,
     ) -> None:
@@ -297,8 +297,9 @@ class Fill:
         or the URL was invalidated meanwhile."""
         temp, self._temp = self._temp, None
         assert temp is not None
-        if guard is not None:
-            problem = await guard.decodes_whole(temp.path)
+        if settings.guard is not None and settings.guard.decodes:
+            with settings.tracing.span("image.decode"):
+                problem = await settings.guard.decodes_whole(temp.path)
             if problem:  # decode mode: a truncated or broken image is never stored
                 metrics.GUARD_REJECTIONS.labels("decode").inc()
                 log.warning("image_not_stored", key=self.key, reason=problem)
@@ -319,7 +320,8 @@ class Fill:
             vary_values=head.vary_values,
         )
         try:
-            await store.commit(temp, meta, self.plan, self.started)
+            with settings.tracing.span("cache.commit"):
+                await store.commit(temp, meta, self.plan, self.started)
         except Exception as exc:  # noqa: BLE001 - a failed commit only costs a future miss
             log.warning("commit_failed", key=self.key, error=repr(exc))
             temp.discard()
@@ -381,8 +383,7 @@ class Fill:
         self.body.end(exc)
 
     def close(self) -> None:
-        """The fill task ended: drop the temp file; the descriptors readers open theirs
-        from stay until the last reader has left."""
+        """The fill task ended: drop the temp file (readers' descriptors stay till they leave)."""
         self._task_done = True
         if self.state not in FINAL:
             self.fail(ProxyError("pixcache is shutting down"))

@@ -14,6 +14,7 @@ from proxy.origins.base import OriginResponse
 from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
 from proxy.policy.transitions import DEFAULT_POLICY, PolicyOptions
+from proxy.tracing import NO_TRACING, Tracing
 from storage.entry import EntryMeta
 
 # Request fields a fill never forwards: it fetches the whole, unconditional object for
@@ -30,6 +31,7 @@ class FillSettings:
     max_object_size: int | None = None
     guard: Guard | None = None
     policy: PolicyOptions = DEFAULT_POLICY  # what the caching rules read
+    tracing: Tracing = NO_TRACING  # spans of each fill's steps (proxy/tracing)
 
 
 @dataclass

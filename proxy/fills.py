@@ -92,13 +92,15 @@ class Fills:
         reader id the request must give back with `fill.leave`."""
         current = self.in_flight.get(joining_key(fill))
         if current is not None and current.joinable:
+            self.settings.tracing.fill_joined(current)
             return current, False, current.join()
         self._admit()
         self._started += 1
         metrics.FILLS_IN_FLIGHT.inc()
         reader = fill.join()
         self.in_flight[joining_key(fill)] = fill
-        task = asyncio.get_running_loop().create_task(self._run(fill))
+        with self.settings.tracing.fill_started(fill):  # the task runs in the fill's span
+            task = asyncio.get_running_loop().create_task(self._run(fill))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill, True, reader
@@ -120,18 +122,23 @@ class Fills:
         queued = self._slots.locked()  # every slot taken: this fill waits in the queue
         if queued:
             metrics.FILL_QUEUE.inc()
+        tracing = self.settings.tracing
         try:
-            await self._slots.acquire()
+            with tracing.span("cache.fill_slot"):
+                await self._slots.acquire()
         except asyncio.CancelledError:
             self._started -= 1
             metrics.FILLS_IN_FLIGHT.dec()
             fill.close()
+            tracing.fill_ended(fill)
             raise
         finally:
             if queued:
                 metrics.FILL_QUEUE.dec()
         try:
-            waited = await self._acquire(lock)
+            with tracing.span("cache.lock_wait") as span:
+                waited = await self._acquire(lock)
+                span.set_attribute("pixcache.lock.waited", waited)
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
                 fill.retry_lookup()
                 return
@@ -149,6 +156,7 @@ class Fills:
             if self.in_flight.get(joining_key(fill)) is fill:
                 del self.in_flight[joining_key(fill)]
             fill.close()
+            tracing.fill_ended(fill)
 
     async def _acquire(self, lock: KeyLock) -> bool:
         """Take the key's lock, polling while another process holds it. True if we waited."""

@@ -148,6 +148,11 @@ class Guard:
     def enabled(self) -> bool:
         return self.limits.mode != "off"
 
+    @property
+    def decodes(self) -> bool:
+        """Whether a whole image is decoded before it is stored (decode mode)."""
+        return self.limits.mode == "decode"
+
     async def inspect(
         self, content_type: str, body: AsyncIterator[bytes]
     ) -> tuple[Probe | None, AsyncIterator[bytes]]:

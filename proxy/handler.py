@@ -49,6 +49,7 @@ from proxy.respond import (
     send_entry,
     send_filling,
 )
+from proxy.tracing import Tracing
 from proxy.x_accel import nginx_may_send, send_by_nginx
 from storage.layout import primary_key_hash, variant_key_hash
 from storage.lookup import OpenEntry
@@ -89,6 +90,7 @@ class Handler:
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
         hot: HotHits | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.origin = origin
@@ -99,6 +101,8 @@ class Handler:
         self.not_forwarded_on_fill = NOT_FORWARDED_ON_FILL | unkeyed_fields
         # Hits prepared by an earlier hit of this worker (off when nginx sends the bodies).
         self.hot = hot if not x_accel_redirect else None
+        # None while tracing is off: the hot path never looks, the full one checks this.
+        self.tracing = tracing
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if self.hot is not None and (sent := await self.hot.answer(request, self.store.note_use)):
@@ -121,6 +125,8 @@ class Handler:
             served = await send_internal_error(request, exc)
         finally:
             record_request(request, served, began)
+            if self.tracing is not None:
+                self.tracing.served(served)
         # The response was written already (or the connection is gone); aiohttp's own
         # prepare/write_eof on it are then no-ops.
         return request.get(RESPONSE_KEY) or web.Response(status=served.status)
@@ -131,7 +137,10 @@ class Handler:
             return await self.forward(request, key)
         primary = primary_key_hash(key)
         for _ in range(LOOKUPS):
-            found = await self.lookup(primary, request)
+            if self.tracing is None:
+                found = await self.lookup(primary, request)
+            else:
+                found = await self.tracing.lookup(self.lookup(primary, request))
             try:
                 served = await self.answer(request, key, primary, found)
             finally:

@@ -108,7 +108,8 @@ def hit_log_head(path: str, body_bytes: int) -> str | None:
     """The fixed start of the `request` line of a 200 hit for `path` sent whole, when
     request lines are JSON (see record_hit); None otherwise."""
     lines = request_lines()
-    if lines is None:
+    if lines is None or "request_id" in structlog.contextvars.get_contextvars():
+        # The context of this request (its ids, while tracing) belongs in no other's line.
         return None
     fields = {"method": "GET", "path": path, "status": 200, "cache": "hit", "bytes": body_bytes}
     return lines.head(fields)

@@ -19,7 +19,9 @@ class ConfigError(Exception):
     def __init__(self, setting: str, message: str) -> None:
         flag = "--" + setting.replace("_", "-")
         env = "PIXCACHE_" + setting.upper()
-        super().__init__(f"invalid setting {flag} ({env}): {message}")
+        # A variable of the OpenTelemetry SDK (OTEL_*) is named as the user writes it.
+        where = setting if setting.isupper() else f"{flag} ({env})"
+        super().__init__(f"invalid setting {where}: {message}")
         self.setting = setting
 
 

@@ -31,7 +31,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from proxy.config import Deadlines
-from proxy.errors import OriginTimeout, OriginUnavailable
+from proxy.errors import OriginTimeout, OriginUnavailable, ProxyError
 from proxy.origins.base import OriginResponse
 from proxy.origins.body_check import BodyLimits, checked_body
 from proxy.origins.pool import IdleGuardedConnector, bodiless_request
@@ -151,8 +151,22 @@ class HttpOrigin:
         headers: CIMultiDict[str],
         body: AsyncIterable[bytes] | None = None,
     ) -> OriginResponse:
-        url = self.base_url + path_qs
         clock = _FetchClock(self.deadlines)
+        try:
+            return await self._fetch(method, path_qs, headers, body, clock)
+        except ProxyError as exc:
+            exc.timings = clock.timings  # the stages done before the failed one
+            raise
+
+    async def _fetch(
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: AsyncIterable[bytes] | None,
+        clock: _FetchClock,
+    ) -> OriginResponse:
+        url = self.base_url + path_qs
         _clock.set(clock)
         bodiless_request.set(body is None)
         loop = asyncio.get_running_loop()
