@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
@@ -32,6 +33,7 @@ FILLS = web.AppKey("fills", Fills)
 TARGETS = web.AppKey("targets", tuple)
 TTL_POLICY = web.AppKey("ttl_policy", TtlPolicy)
 READY = web.AppKey("ready", dict)
+KEY_TARGET = web.AppKey("key_target", Callable[[str], str])
 
 
 def build_admin_app(
@@ -40,9 +42,11 @@ def build_admin_app(
     token: str | None,
     targets: tuple[str, ...],
     ttl_policy: TtlPolicy = RFC_ONLY,
+    key_target: Callable[[str], str] = str,
 ) -> web.Application:
     app = web.Application(middlewares=[_authorized(token)])
     app[STORE], app[FILLS], app[TARGETS] = store, fills, targets
+    app[KEY_TARGET] = key_target  # the handler's key rule (proxy/request_key.py)
     app[TTL_POLICY] = ttl_policy
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -144,6 +148,8 @@ async def purge(request: web.Request) -> web.Response:
     kind, value = chosen[0], query[chosen[0]]
     if kind in ("url", "prefix") and not value.startswith("/"):
         return web.json_response({"error": f"{kind} must be a path starting with /"}, status=400)
+    if kind == "url":
+        value = request.app[KEY_TARGET](value)  # the entry its requests are keyed by
     # Recorded first: a fill in any worker that commits from now on sees it and drops
     # what it fetched (see Store.commit).
     await store.record_purge(kind, value)

@@ -25,6 +25,7 @@ from proxy.origins import make_origin
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
+from proxy.request_key import RequestKeying
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
@@ -46,6 +47,7 @@ def build_admin(config: Config, app: web.Application) -> web.Application:
         config.admin_token,
         config.targeted_fields,
         config.ttl_policy,
+        key_target=RequestKeying.of(config).target,
     )
 
 
@@ -126,6 +128,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         x_accel_redirect=config.x_accel_redirect,
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],
+        keying=RequestKeying.of(config),
     )
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 

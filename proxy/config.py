@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from proxy.policy.cache_key import query_name_patterns, query_names, refused_drop
+from proxy.policy.format_class import format_classes
 from proxy.policy.freshness import TtlPolicy
 
 
@@ -119,6 +121,16 @@ class Config:
     max_header_size: int = 64 * 1024  # bytes of a request head; past that, 431
     max_header_fields: int = 100  # header fields in a request head; past that, 431
     max_connections: int | None = None  # client connections per worker; None: 1000 or what fits
+    # The cache key (docs/cache-key.md): the query as keyed and fetched, and Accept by class.
+    sort_query_params: bool = False
+    drop_query_params: tuple[str, ...] = ()  # glob patterns of query parameter names
+    signed_query_params: frozenset[str] = frozenset()  # never dropped
+    vary_accept_classes: tuple[str, ...] = ()  # e.g. ("avif", "webp"); (): Accept as sent
+
+    def __post_init__(self) -> None:
+        why = refused_drop(self.drop_query_params, self.signed_query_params)
+        if why is not None:
+            raise ConfigError("drop_query_params", why)
 
     @property
     def ttl_policy(self) -> TtlPolicy:
@@ -356,6 +368,18 @@ def _path(setting: str, raw: Any) -> Path:
     return Path(str(raw)).expanduser()
 
 
+def _parsed_by(parse: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
+    """A setting read by a function that raises ValueError saying what is wrong."""
+
+    def parse_setting(setting: str, raw: Any) -> Any:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(setting, str(exc)) from None
+
+    return parse_setting
+
+
 SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "origin": _origin,
     "listen": _listen,
@@ -407,6 +431,10 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_header_size": _bytes_between(1024, 1 << 20),
     "max_header_fields": _count(1, 10_000),
     "max_connections": _count(1, 1_000_000),
+    "sort_query_params": _flag,
+    "drop_query_params": _parsed_by(query_name_patterns),
+    "signed_query_params": _parsed_by(query_names),
+    "vary_accept_classes": _parsed_by(format_classes),
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

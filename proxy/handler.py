@@ -42,6 +42,7 @@ from proxy.policy.transitions import (
     on_request,
 )
 from proxy.policy.vary import vary_matches, vary_values
+from proxy.request_key import AS_RECEIVED, RequestKeying
 from proxy.respond import (
     RESPONSE_KEY,
     ClientGone,
@@ -89,6 +90,7 @@ class Handler:
         x_accel_redirect: str | None = None,
         unkeyed_fields: frozenset[str] = frozenset(),
         hot: HotHits | None = None,
+        keying: RequestKeying = AS_RECEIVED,
     ) -> None:
         self.store = store
         self.origin = origin
@@ -99,6 +101,7 @@ class Handler:
         self.not_forwarded_on_fill = NOT_FORWARDED_ON_FILL | unkeyed_fields
         # Hits prepared by an earlier hit of this worker (off when nginx sends the bodies).
         self.hot = hot if not x_accel_redirect else None
+        self.keying = keying  # the key rule: the target and Accept as keyed and fetched
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if self.hot is not None and (sent := await self.hot.answer(request, self.store.note_use)):
@@ -106,6 +109,9 @@ class Handler:
         began = time.monotonic()
         served = Served(500, CacheStatus(detail="internal"))
         try:
+            # From here on the request is the keyed one (docs/cache-key.md); a hot hit above
+            # needs none: hot entries are kept under targets the rule leaves as they are.
+            request = self.keying.keyed(request)
             served = await self.handle(request)
         except ClientGone:
             served = request.get(PENDING_KEY) or served
@@ -366,7 +372,7 @@ class Handler:
             return await send_error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
             for path_qs in invalidated_targets(key, request.host, response.headers):
-                primary = primary_key_hash(path_qs)
+                primary = primary_key_hash(self.keying.target(path_qs))
                 self.fills.invalidate(primary)
                 await self.store.remove(primary)
         return await relay_response(request, response, cache)
