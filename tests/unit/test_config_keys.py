@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,23 @@ def test_bad_values_are_refused_naming_the_setting(
     message = str(caught.value)
     assert caught.value.setting == setting
     assert "--" + setting.replace("_", "-") in message and words in message
+
+
+def test_serve_refuses_dropping_a_signed_parameter(tmp_path: Path) -> None:
+    """At start, before serving: exit status 2 and a message naming the flag and variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXCACHE_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--origin", "http://127.0.0.1:9"]
+        + ["--cache-dir", str(tmp_path / "cache"), "--listen", "127.0.0.1:0"]
+        + ["--drop-query-params", "utm_*,x-*", "--signed-query-params", "x-sig"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--drop-query-params (PIXCACHE_DROP_QUERY_PARAMS)" in result.stderr
+    assert "'x-*' matches 'x-sig'" in result.stderr
+    assert not (tmp_path / "cache").exists()
