@@ -148,3 +148,14 @@ async def test_pixcache_purge_uses_the_same_rule(start, origin: FakeOrigin) -> N
     _, _, cache = await stack.get("/c.jpg?y=2&z=1")
     assert not cache.startswith("pixcache; hit")
     assert origin.hits["/c.jpg"] == 2
+
+
+async def test_signed_parameters_reach_the_origin(start, origin: FakeOrigin) -> None:
+    """A query-signed origin still gets its signature: a signed name is never dropped."""
+    stack = await start(
+        sort_query_params="true", drop_query_params="utm_*,x*", signed_query_params="sig,expires"
+    )
+    origin.add("/s.jpg", b"signed", headers=FRESH)
+    status, body, _ = await stack.get("/s.jpg?w=1&xid=3&sig=AbC-_9&utm_source=n&expires=99")
+    assert (status, body) == (200, b"signed")
+    assert [t for _, t, _ in origin.requests] == ["/s.jpg?expires=99&sig=AbC-_9&w=1"]
