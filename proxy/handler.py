@@ -279,6 +279,12 @@ class Handler:
                 return await self.relay(request, key, cache)
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
+                if head.stored and "*" not in head.vary_fields:
+                    # Its fill stores the Vary marker; looked up again after it, this
+                    # request finds its own variant, and one fill for all requests like it.
+                    fill.leave(reader)  # never read: the fill must not wait for this one
+                    await fill.wait_end()  # the fill's own deadlines bound this
+                    return None
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
             cache = CacheStatus(
                 fwd=found.fwd,

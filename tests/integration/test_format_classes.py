@@ -126,6 +126,19 @@ async def test_concurrent_browsers_coalesce_per_class(
     assert set(negotiating.fetches_by_class()) == {k for _, _, k in BROWSER_ACCEPTS}
 
 
+async def test_a_cold_burst_of_browsers_makes_one_fetch_per_class(
+    negotiating: NegotiatingOrigin, make_proxy: MakeProxy
+) -> None:
+    """All twenty at once on an empty cache: the first fill's response turns out to vary;
+    requests of other classes wait for its marker and then share one fill per class."""
+    proxy = await make_proxy(negotiating.url, vary_accept_classes=CLASSES)
+    answers = await asyncio.gather(*(fetch(proxy, accept) for _, accept, _ in BROWSER_ACCEPTS))
+    for (who, _, klass), (status, body, _, _) in zip(BROWSER_ACCEPTS, answers, strict=True):
+        assert (status, body) == (200, IMAGES[FORMAT_OF_CLASS[klass]]), who
+    present = {k for _, _, k in BROWSER_ACCEPTS}
+    assert negotiating.fetches_by_class() == {klass: 1 for klass in present}
+
+
 async def test_refused_formats_and_wildcards(
     negotiating: NegotiatingOrigin, make_proxy: MakeProxy
 ) -> None:
