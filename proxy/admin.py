@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
@@ -33,6 +34,7 @@ FILLS = web.AppKey("fills", Fills)
 TARGETS = web.AppKey("targets", tuple)
 TTL_POLICY = web.AppKey("ttl_policy", TtlPolicy)
 READINESS = web.AppKey("readiness", Readiness)
+KEY_TARGET = web.AppKey("key_target", Callable[[str], str])
 
 
 def build_admin_app(
@@ -42,10 +44,12 @@ def build_admin_app(
     targets: tuple[str, ...],
     ttl_policy: TtlPolicy = RFC_ONLY,
     readiness: Readiness | None = None,
+    key_target: Callable[[str], str] = str,
 ) -> web.Application:
     app = web.Application(middlewares=[_authorized(token)])
     app[STORE], app[FILLS], app[TARGETS] = store, fills, targets
     app[READINESS] = readiness or Readiness(store)
+    app[KEY_TARGET] = key_target  # the handler's key rule (proxy/request_key.py)
     app[TTL_POLICY] = ttl_policy
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -136,6 +140,8 @@ async def purge(request: web.Request) -> web.Response:
     kind, value = chosen[0], query[chosen[0]]
     if kind in ("url", "prefix") and not value.startswith("/"):
         return web.json_response({"error": f"{kind} must be a path starting with /"}, status=400)
+    if kind == "url":
+        value = request.app[KEY_TARGET](value)  # the entry its requests are keyed by
     # Recorded first: a fill in any worker that commits from now on sees it and drops
     # what it fetched (see Store.commit).
     await store.record_purge(kind, value)

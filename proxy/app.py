@@ -26,6 +26,7 @@ from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
 from proxy.probes import Readiness, add_probe_routes
+from proxy.request_key import RequestKeying
 from proxy.tracing import Tracing, make_tracing
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
@@ -50,6 +51,7 @@ def build_admin(config: Config, app: web.Application) -> web.Application:
         config.targeted_fields,
         config.ttl_policy,
         app[READINESS_KEY],
+        key_target=RequestKeying.of(config).target,
     )
 
 
@@ -145,6 +147,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],
         tracing=tracing if tracing.enabled else None,
+        keying=RequestKeying.of(config),
     )
     app[READINESS_KEY] = Readiness(store)
     add_probe_routes(app, app[READINESS_KEY], config.liveness_path, config.readiness_path)

@@ -97,6 +97,16 @@ HELP = {
     "max_header_fields": "most header fields in a request; more gets 431 (default 100)",
     "max_connections": "client connections per worker; past it the longest-idle one is "
     "closed, or 503 if none is idle (default 1000, lowered to fit ulimit -n)",
+    "sort_query_params": "sort query parameters by name (the values of one name keep their "
+    "order) and write percent-escapes canonically, before keying and fetching (default false; "
+    "see docs/cache-key.md)",
+    "drop_query_params": "query parameters removed before keying and fetching, as glob "
+    "patterns, e.g. 'utm_*,fbclid,gclid' (default: none)",
+    "signed_query_params": "query parameters the origin checks a signature with (or that a "
+    "signature covers): never dropped; a drop pattern matching one is refused (default: none)",
+    "vary_accept_classes": "format classes Accept is reduced to, in order of preference, e.g. "
+    "'avif,webp,jxl': one variant and one origin render per class for origins that vary on "
+    "Accept, which gets the class's canonical Accept (default: off, Accept as sent)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",
     "log_level": "debug, info, warning or error",
 }

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from proxy.policy.cache_key import refused_drop
 from proxy.policy.freshness import TtlPolicy
 from proxy.settings import (
     REQUIRED,
@@ -122,6 +123,16 @@ class Config:
     max_header_size: int = 64 * 1024  # bytes of a request head; past that, 431
     max_header_fields: int = 100  # header fields in a request head; past that, 431
     max_connections: int | None = None  # client connections per worker; None: 1000 or what fits
+    # The cache key (docs/cache-key.md): the query as keyed and fetched, and Accept by class.
+    sort_query_params: bool = False
+    drop_query_params: tuple[str, ...] = ()  # glob patterns of query parameter names
+    signed_query_params: frozenset[str] = frozenset()  # never dropped
+    vary_accept_classes: tuple[str, ...] = ()  # e.g. ("avif", "webp"); (): Accept as sent
+
+    def __post_init__(self) -> None:
+        why = refused_drop(self.drop_query_params, self.signed_query_params)
+        if why is not None:
+            raise ConfigError("drop_query_params", why)
 
     @property
     def ttl_policy(self) -> TtlPolicy:

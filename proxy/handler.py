@@ -42,6 +42,7 @@ from proxy.policy.transitions import (
     on_request,
 )
 from proxy.policy.vary import vary_matches, vary_values
+from proxy.request_key import AS_RECEIVED, RequestKeying
 from proxy.respond import (
     RESPONSE_KEY,
     ClientGone,
@@ -91,6 +92,7 @@ class Handler:
         unkeyed_fields: frozenset[str] = frozenset(),
         hot: HotHits | None = None,
         tracing: Tracing | None = None,
+        keying: RequestKeying = AS_RECEIVED,
     ) -> None:
         self.store = store
         self.origin = origin
@@ -103,6 +105,7 @@ class Handler:
         self.hot = hot if not x_accel_redirect else None
         # None while tracing is off: the hot path never looks, the full one checks this.
         self.tracing = tracing
+        self.keying = keying  # the key rule: the target and Accept as keyed and fetched
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if self.hot is not None and (sent := await self.hot.answer(request, self.store.note_use)):
@@ -110,6 +113,9 @@ class Handler:
         began = time.monotonic()
         served = Served(500, CacheStatus(detail="internal"))
         try:
+            # From here on the request is the keyed one (docs/cache-key.md); a hot hit above
+            # needs none: hot entries are kept under targets the rule leaves as they are.
+            request = self.keying.keyed(request)
             served = await self.handle(request)
         except ClientGone:
             served = request.get(PENDING_KEY) or served
@@ -282,6 +288,12 @@ class Handler:
                 return await self.relay(request, key, cache)
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
+                if head.stored and "*" not in head.vary_fields:
+                    # Its fill stores the Vary marker; looked up again after it, this
+                    # request finds its own variant, and one fill for all requests like it.
+                    fill.leave(reader)  # never read: the fill must not wait for this one
+                    await fill.wait_end()  # the fill's own deadlines bound this
+                    return None
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
             cache = CacheStatus(
                 fwd=found.fwd,
@@ -375,7 +387,7 @@ class Handler:
             return await send_error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
             for path_qs in invalidated_targets(key, request.host, response.headers):
-                primary = primary_key_hash(path_qs)
+                primary = primary_key_hash(self.keying.target(path_qs))
                 self.fills.invalidate(primary)
                 await self.store.remove(primary)
         return await relay_response(request, response, cache)

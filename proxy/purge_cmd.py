@@ -16,7 +16,12 @@ DEFAULT_ADMIN = "127.0.0.1:8081"
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("purge", help="purge cached entries through the admin API")
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("url", nargs="?", help="the request path to purge, e.g. /img/a.jpg")
+    what.add_argument(
+        "url",
+        nargs="?",
+        help="the request path to purge, e.g. /img/a.jpg?w=300; each instance keys it by its "
+        "own rule (--sort-query-params, --drop-query-params; docs/cache-key.md)",
+    )
     what.add_argument("--prefix", help="purge every entry whose path starts with this")
     what.add_argument("--tag", help="purge every entry tagged so (Surrogate-Key)")
     parser.add_argument("--soft", action="store_true", help="mark stale instead of removing")

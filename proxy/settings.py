@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from proxy.policy.cache_key import query_name_patterns, query_names
+from proxy.policy.format_class import format_classes
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names it as a user would write it."""
@@ -274,6 +277,18 @@ def _path(setting: str, raw: Any) -> Path:
     return Path(str(raw)).expanduser()
 
 
+def _parsed_by(parse: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
+    """A setting read by a function that raises ValueError saying what is wrong."""
+
+    def parse_setting(setting: str, raw: Any) -> Any:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise ConfigError(setting, str(exc)) from None
+
+    return parse_setting
+
+
 SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "origin": _origin,
     "listen": _listen,
@@ -328,6 +343,10 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_header_size": _bytes_between(1024, 1 << 20),
     "max_header_fields": _count(1, 10_000),
     "max_connections": _count(1, 1_000_000),
+    "sort_query_params": _flag,
+    "drop_query_params": _parsed_by(query_name_patterns),
+    "signed_query_params": _parsed_by(query_names),
+    "vary_accept_classes": _parsed_by(format_classes),
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

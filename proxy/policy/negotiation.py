@@ -136,6 +136,29 @@ def _accept(value: str) -> str | None:
     return ", ".join(sorted(out))
 
 
+def media_range_weights(value: str) -> list[tuple[str, float]]:
+    """The members of an Accept value as (lower-cased `type/subtype`, weight) pairs, in
+    order (RFC 9110 §12.5.1, §12.4.2: no weight is q=1). A member that does not follow the
+    grammar is left out, the rest still count: one odd member should not change what the
+    others say."""
+    out = []
+    for member in _members(value):
+        match = _MEDIA_RANGE.match(member)
+        params = _parameters(member[match.end() :], _MEDIA_PARAMETER) if match else None
+        if match is None or params is None:
+            continue
+        weight = 1.0
+        if params and params[-1][0] == "q":
+            qvalue = params.pop()[1]
+            if not _QVALUE.match(qvalue):
+                continue
+            weight = float(qvalue)
+        if any(name == "q" for name, _ in params):
+            continue
+        out.append((f"{match.group(1)}/{match.group(2)}".lower(), weight))
+    return out
+
+
 def _unquoted(value: str) -> str:
     if not value.startswith('"'):
         return value
