@@ -119,6 +119,11 @@ class Config:
     max_header_size: int = 64 * 1024  # bytes of a request head; past that, 431
     max_header_fields: int = 100  # header fields in a request head; past that, 431
     max_connections: int | None = None  # client connections per worker; None: 1000 or what fits
+    # The image service URL grammar that names each request's source image, for purges
+    # by source (proxy/source_url.py); "none": entries have no source.
+    source_grammar: str = "none"
+    warm_concurrency: int = 4  # warm-up requests in flight at once
+    warm_rate: float = 0.0  # warm-up requests started per second; 0: bounded by concurrency only
 
     @property
     def ttl_policy(self) -> TtlPolicy:
@@ -195,6 +200,17 @@ def _bytes_between(low: int, high: int) -> Callable[[str, Any], int]:
 
 def _non_negative_seconds(setting: str, raw: Any) -> float:
     return 0.0 if str(raw).strip() in ("0", "0.0") else _positive_seconds(setting, raw)
+
+
+def _per_second(setting: str, raw: Any) -> float:
+    """A rate: a number of events per second, 0 or more."""
+    try:
+        value = float(raw) if not isinstance(raw, bool) else -1.0
+    except (TypeError, ValueError):
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(setting, f"must be a number per second, 0 or more, got {raw!r}")
+    return value
 
 
 def _field_name(setting: str, raw: Any) -> str:
@@ -407,6 +423,9 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "max_header_size": _bytes_between(1024, 1 << 20),
     "max_header_fields": _count(1, 10_000),
     "max_connections": _count(1, 1_000_000),
+    "source_grammar": _choice("none", "imgproxy", "imagor", "thumbor"),
+    "warm_concurrency": _count(1, 1024),
+    "warm_rate": _per_second,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }

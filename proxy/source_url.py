@@ -108,6 +108,14 @@ def source_tag(grammar: str, source: str | None) -> str:
     return f"{TAG_PREFIX}{grammar}-{digest}"
 
 
+def source_tags(path_qs: str, grammar: str) -> tuple[str, ...]:
+    """The purge tags an entry stored for `path_qs` gets from its source: one, or none when
+    no grammar is configured."""
+    if grammar == "none":
+        return ()
+    return (source_tag(grammar, source_of(path_qs, grammar)),)
+
+
 def tags_prefix(grammar: str) -> str:
     """What the source tag of every entry indexed under `grammar` starts with."""
     return f"{TAG_PREFIX}{grammar}-"
