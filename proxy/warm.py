@@ -42,6 +42,7 @@ MOST_PATHS = 10_000  # per request; `pixcache warm` sends longer lists in batche
 # After a fill's body has arrived, how long to look for its index row (the commit comes
 # just after the last byte) to rank it least recently used.
 RANK_POLLS = 40
+HEAD_ALLOWANCE = 4096  # bytes an entry's head may add to its body, for the size bound
 RANK_POLL_PAUSE = 0.05
 
 
@@ -144,7 +145,8 @@ class Warmer:
     def __init__(self, setup: WarmSetup, refresh: bool) -> None:
         self.setup = setup
         self.refresh = refresh
-        self.largest = 0  # bytes of the largest body warmed: the room the next one may need
+        self.largest = 0  # bytes of the largest entry seen: the room the next one may need
+        self.in_flight = 0  # warm requests under way, each of which may still store
         self.full = ""  # why the store takes no more, once it is at a bound
         self._next_start = 0.0
         self._pace = asyncio.Lock()
@@ -168,9 +170,18 @@ class Warmer:
                     group.create_task(worker())
 
     async def one(self, client: aiohttp.ClientSession, path: str, accept: str | None) -> Outcome:
-        if self.full or await self._at_bound():
-            return Outcome(path, accept, "skipped", self.full)
-        await self._paced()
+        self.in_flight += 1  # counted before the check: concurrent checks see each other
+        try:
+            if self.full or await self._at_bound():
+                return Outcome(path, accept, "skipped", self.full)
+            await self._paced()
+            return await self._request(client, path, accept)
+        finally:
+            self.in_flight -= 1
+
+    async def _request(
+        self, client: aiohttp.ClientSession, path: str, accept: str | None
+    ) -> Outcome:
         headers = {"User-Agent": "pixcache-warm"}
         if accept is not None:
             headers["Accept"] = accept
@@ -188,7 +199,7 @@ class Warmer:
             return Outcome(path, accept, "failed", f"request failed: {type(exc).__name__}")
         outcome = judge(path, accept, status, ours)
         if outcome.result == "filled":
-            self.largest = max(self.largest, size)
+            self.largest = max(self.largest, size + HEAD_ALLOWANCE)
             await self._rank(path, began)
         return outcome
 
@@ -197,7 +208,12 @@ class Warmer:
         if not store.admits_new_entries():
             self.full = "free space is under --min-free"
         elif store.bounds.max_size is not None:
-            if await store.total_size() + self.largest >= store.bounds.max_size:
+            total = await store.total_size()
+            if not self.largest:  # nothing warmed yet: assume entries like those stored
+                count = await store.entry_count()
+                self.largest = total // count if count else 0
+            # Room for this entry and the others under way, or no eviction is needed.
+            if total + self.largest * self.in_flight >= store.bounds.max_size:
                 self.full = "the store is at --max-size"
         return bool(self.full)
 

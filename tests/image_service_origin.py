@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
+
+GATE_WAIT = 10.0
 
 
 def body_for(raw_path: str) -> bytes:
@@ -23,8 +26,12 @@ def body_for(raw_path: str) -> bytes:
 
 
 class ImageService:
-    def __init__(self, *, delay: float = 0.0) -> None:
-        self.delay = delay  # seconds before each response: lets requests overlap
+    def __init__(self, *, gate: int = 0) -> None:
+        # Hold each response until `gate` requests are in flight (at most GATE_WAIT
+        # seconds), so that a bound on concurrency is met, not merely not exceeded.
+        self.gate = gate
+        self._arrived = asyncio.Condition()
+        self.arrivals = 0
         self.hits: collections.Counter[str] = collections.Counter()
         self.missing: set[str] = set()
         self.in_flight = 0
@@ -61,8 +68,17 @@ class ImageService:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
+            if self.gate:
+                # Requests pass in groups of `gate`: each waits for the rest of its group.
+                ticket, self.arrivals = self.arrivals, self.arrivals + 1
+                group_end = (ticket // self.gate + 1) * self.gate
+                async with self._arrived:
+                    self._arrived.notify_all()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._arrived.wait_for(lambda: self.arrivals >= group_end),
+                            GATE_WAIT,
+                        )
             if target in self.missing:
                 return web.Response(status=404, text="no such image\n")
             body = body_for(target)
