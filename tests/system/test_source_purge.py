@@ -22,7 +22,14 @@ import pytest
 from yarl import URL
 
 from tests.image_service_origin import ImageService, body_for
-from tests.system.procs import REPO, free_port, start_pixcache, stop, wait_for_children
+from tests.system.procs import (
+    REPO,
+    free_port,
+    start_pixcache,
+    stop,
+    wait_for_children,
+    wait_for_port,
+)
 
 TOKEN = "source-purge-token-0123"
 SOURCE = "https://images.example.com/photos/cat.jpg?v=2"
@@ -122,6 +129,7 @@ async def start(service: ImageService, tmp_path: Path, grammar: str) -> tuple:
         TOKEN,
     )
     wait_for_children(proc.pid, 2)
+    wait_for_port(admin_port, proc)  # the admin listener opens after the serving one
     client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
     url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     return proc, Instance(url, admin, tmp_path / "cache", client)

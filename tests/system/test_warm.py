@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.image_service_origin import ImageService, body_for
-from tests.system.procs import REPO, free_port, start_pixcache, stop
+from tests.system.procs import REPO, free_port, start_pixcache, stop, wait_for_port
 
 TOKEN = "warm-up-admin-token-0123"
 
@@ -36,6 +36,7 @@ class Instance:
             *extra,
         )
         self.tmp_path = tmp_path
+        wait_for_port(self.admin_port, self.proc)  # it opens after the serving listener
 
     async def get(self, path: str) -> str:
         async with aiohttp.ClientSession() as client:
