@@ -32,6 +32,9 @@ class ImageService:
         self.gate = gate
         self._arrived = asyncio.Condition()
         self.arrivals = 0
+        self.held: set[str] = set()  # targets answered only once `release` is set
+        self.release = asyncio.Event()
+        self.accepts: list[str | None] = []  # the Accept field of each request
         self.hits: collections.Counter[str] = collections.Counter()
         self.missing: set[str] = set()
         self.in_flight = 0
@@ -65,6 +68,7 @@ class ImageService:
     async def _handle(self, request: web.Request) -> web.Response:
         target = request.raw_path  # exactly as sent, query included
         self.hits[target] += 1
+        self.accepts.append(request.headers.get("Accept"))
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -79,6 +83,8 @@ class ImageService:
                             self._arrived.wait_for(lambda: self.arrivals >= group_end),
                             GATE_WAIT,
                         )
+            if target in self.held:
+                await asyncio.wait_for(self.release.wait(), GATE_WAIT)
             if target in self.missing:
                 return web.Response(status=404, text="no such image\n")
             body = body_for(target)

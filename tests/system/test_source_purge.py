@@ -221,3 +221,28 @@ async def test_purge_by_source_without_a_grammar_says_which_setting(
     finally:
         await inst.client.close()
         stop(proc)
+
+
+async def test_a_fill_in_flight_when_its_source_is_purged_is_not_stored(
+    service: ImageService, tmp_path: Path
+) -> None:
+    derivatives, _ = FORMS["imgproxy"]
+    proc, inst = await start(service, tmp_path, "imgproxy")
+    try:
+        target = sent(derivatives[0])
+        service.held.add(target)
+        fetch = asyncio.create_task(inst.get(derivatives[0]))
+        for _ in range(500):  # until the origin has the request (bounded)
+            if service.hits[target]:
+                break
+            await asyncio.sleep(0.01)
+        assert service.hits[target] == 1
+        assert (await inst.purge(SOURCE))["purged"] == 0  # nothing stored yet
+        service.release.set()
+        assert "fwd=uri-miss" in await fetch  # the client got its answer...
+        cache = await inst.get(derivatives[0])
+        assert "fwd=uri-miss" in cache  # ...but it was not stored: a miss again
+        assert service.hits[target] == 2
+    finally:
+        await inst.client.close()
+        stop(proc)
