@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -243,6 +244,30 @@ async def test_a_fill_in_flight_when_its_source_is_purged_is_not_stored(
         cache = await inst.get(derivatives[0])
         assert "fwd=uri-miss" in cache  # ...but it was not stored: a miss again
         assert service.hits[target] == 2
+    finally:
+        await inst.client.close()
+        stop(proc)
+
+
+async def test_purge_by_source_after_a_crash_and_restart(
+    service: ImageService, tmp_path: Path
+) -> None:
+    derivatives, other = FORMS["thumbor"]
+    proc, inst = await start(service, tmp_path, "thumbor")
+    try:
+        for path in [*derivatives, other]:
+            await inst.stored(path)
+    finally:
+        await inst.client.close()
+        stop(proc, signal.SIGKILL)  # a crash: no orderly shutdown
+    proc, inst = await start(service, tmp_path, "thumbor")
+    try:
+        assert (await inst.purge(SOURCE))["purged"] == len(derivatives)
+        for path in derivatives:
+            assert "fwd=uri-miss" in await inst.get(path)
+            assert service.hits[sent(path)] == 2
+        assert "hit" in (await inst.get(other)).split("; ")
+        assert service.hits[sent(other)] == 1
     finally:
         await inst.client.close()
         stop(proc)
