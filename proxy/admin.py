@@ -23,6 +23,7 @@ from proxy.fills import Fills
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, freshness_lifetime
 from proxy.policy.targeted import effective_headers
 from proxy.probes import Readiness
+from proxy.source_purge import derivatives_of, source_purge_problem
 from storage.commit import CommitRefused
 from storage.layout import primary_key_hash
 from storage.store import Store
@@ -35,6 +36,7 @@ TARGETS = web.AppKey("targets", tuple)
 TTL_POLICY = web.AppKey("ttl_policy", TtlPolicy)
 READINESS = web.AppKey("readiness", Readiness)
 KEY_TARGET = web.AppKey("key_target", Callable[[str], str])
+SOURCE_GRAMMAR = web.AppKey("source_grammar", str)
 
 
 def build_admin_app(
@@ -45,12 +47,14 @@ def build_admin_app(
     ttl_policy: TtlPolicy = RFC_ONLY,
     readiness: Readiness | None = None,
     key_target: Callable[[str], str] = str,
+    source_grammar: str = "none",
 ) -> web.Application:
     app = web.Application(middlewares=[_authorized(token)])
     app[STORE], app[FILLS], app[TARGETS] = store, fills, targets
     app[READINESS] = readiness or Readiness(store)
     app[KEY_TARGET] = key_target  # the handler's key rule (proxy/request_key.py)
     app[TTL_POLICY] = ttl_policy
+    app[SOURCE_GRAMMAR] = source_grammar
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
@@ -130,22 +134,32 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def purge(request: web.Request) -> web.Response:
-    """POST /purge?url=/path | ?prefix=/dir/ | ?tag=T, with &soft=1 to mark stale instead."""
+    """POST /purge?url=/path | ?prefix=/dir/ | ?tag=T | ?source=URL (every derivative of
+    one source image), with &soft=1 to mark stale instead."""
     store, fills = request.app[STORE], request.app[FILLS]
     query = request.query
     soft = query.get("soft", "") in ("1", "true", "yes")
-    chosen = [name for name in ("url", "prefix", "tag") if name in query]
+    chosen = [name for name in ("url", "prefix", "tag", "source") if name in query]
     if len(chosen) != 1 or not query[chosen[0]]:
-        return web.json_response({"error": "give exactly one of url=, prefix= or tag="}, status=400)
+        return web.json_response(
+            {"error": "give exactly one of url=, prefix=, tag= or source="}, status=400
+        )
     kind, value = chosen[0], query[chosen[0]]
     if kind in ("url", "prefix") and not value.startswith("/"):
         return web.json_response({"error": f"{kind} must be a path starting with /"}, status=400)
     if kind == "url":
         value = request.app[KEY_TARGET](value)  # the entry its requests are keyed by
-    # Recorded first: a fill in any worker that commits from now on sees it and drops
-    # what it fetched (see Store.commit).
-    await store.record_purge(kind, value)
-    if kind == "url":
+    if kind == "source":
+        problem = source_purge_problem(request.app[SOURCE_GRAMMAR], value)
+        if problem:
+            return web.json_response({"error": problem}, status=400)
+    else:
+        # Recorded first: a fill in any worker that commits from now on sees it and drops
+        # what it fetched (see Store.commit). A source purge records its tag the same way.
+        await store.record_purge(kind, value)
+    if kind == "source":
+        keys = await derivatives_of(store, fills, request.app[SOURCE_GRAMMAR], value)
+    elif kind == "url":
         keys = set(await store.keys_at(value)) | {primary_key_hash(value)}
         fills.invalidate_where(lambda fill: fill.key == value)
     elif kind == "prefix":

@@ -27,7 +27,9 @@ from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
 from proxy.probes import Readiness, add_probe_routes
 from proxy.request_key import RequestKeying
+from proxy.source_url import source_tags
 from proxy.tracing import Tracing, make_tracing
+from proxy.warm import WARM, WarmSetup, warm_endpoint
 from proxy.wire import keep_header_octets
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
@@ -44,15 +46,29 @@ READINESS_KEY = web.AppKey("readiness", Readiness)
 
 def build_admin(config: Config, app: web.Application) -> web.Application:
     """The admin application for a proxy application built by build_app."""
-    return build_admin_app(
+    admin = build_admin_app(
         app[STORE_KEY],
         app[FILLS_KEY],
         config.admin_token,
         config.targeted_fields,
         config.ttl_policy,
-        app[READINESS_KEY],
+        readiness=app[READINESS_KEY],
         key_target=RequestKeying.of(config).target,
+        source_grammar=config.source_grammar,
     )
+    # A warm request waits for its fill, bounded by the fill's own deadlines.
+    timeout = config.deadlines.total + config.deadlines.connect + 60
+    setup = WarmSetup(app[STORE_KEY], config.warm_concurrency, config.warm_rate, timeout)
+    admin[WARM] = setup
+    admin.router.add_post("/warm", warm_endpoint)
+    return admin
+
+
+def loopback_url(address: tuple) -> str:
+    """http://HOST:PORT to reach a listener bound to `address` from this host."""
+    host, port = address[0], address[1]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def expiry_of(
@@ -78,7 +94,9 @@ def make_store(config: Config) -> Store:
         config.cache_dir,
         bounds,
         expiry_of=lambda meta: expiry_of(meta, targets, ttl_policy),
-        tags_of=lambda meta: tags_of(meta, config.tag_header),
+        tags_of=lambda meta: (
+            tags_of(meta, config.tag_header) + source_tags(meta.key, config.source_grammar)
+        ),
         on_corrupt=_count_corrupt,
         on_evict=lambda count, why: metrics.EVICTIONS.labels(why).inc(count),
         check_on_hit_max=config.verify_on_hit_max_size,
@@ -245,8 +263,10 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port, backlog=1024
     )
     await site.start()
+    admin_app = build_admin(config, app)
+    admin_app[WARM].target = loopback_url(runner.addresses[0])
     admin_runner = LimitedRunner(
-        build_admin(config, app),
+        admin_app,
         replace(limits, max_connections=ADMIN_MAX_CONNECTIONS),
         access_log=None,
         handle_signals=False,

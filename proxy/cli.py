@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from proxy import purge_cmd, verify_cmd
+from proxy import purge_cmd, verify_cmd, warm_cmd
 from proxy.config import SETTINGS, Config, ConfigError, build_config
 from proxy.logs import configure_logging
 from storage.store import Store
@@ -107,6 +107,12 @@ HELP = {
     "vary_accept_classes": "format classes Accept is reduced to, in order of preference, e.g. "
     "'avif,webp,jxl': one variant and one origin render per class for origins that vary on "
     "Accept, which gets the class's canonical Accept (default: off, Accept as sent)",
+    "source_grammar": "URL grammar of the image service behind the cache, to purge every "
+    "derivative of one source image: none (the default), imgproxy, imagor or thumbor",
+    "warm_concurrency": "warm-up requests (POST /warm, pixcache warm) in flight at once "
+    "(default 4)",
+    "warm_rate": "warm-up requests started per second (default 0: only --warm-concurrency "
+    "bounds them)",
     "log_format": "auto (JSON unless stdout is a TTY), json or console",
     "log_level": "debug, info, warning or error",
 }
@@ -128,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     _add_settings(serve)
     verify_cmd.add_parser(commands)
     purge_cmd.add_parser(commands)
+    warm_cmd.add_parser(commands)
     demo = commands.add_parser(
         "demo", help="serve the bundled sample images through a cache in a temp directory"
     )
@@ -156,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         return verify_cmd.run(args)
     if args.command == "purge":
         return purge_cmd.run(args)
+    if args.command == "warm":
+        return warm_cmd.run(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     try:
         if args.command == "demo":

@@ -128,6 +128,11 @@ class Config:
     drop_query_params: tuple[str, ...] = ()  # glob patterns of query parameter names
     signed_query_params: frozenset[str] = frozenset()  # never dropped
     vary_accept_classes: tuple[str, ...] = ()  # e.g. ("avif", "webp"); (): Accept as sent
+    # The image service URL grammar that names each request's source image, for purges
+    # by source (proxy/source_url.py); "none": entries have no source.
+    source_grammar: str = "none"
+    warm_concurrency: int = 4  # warm-up requests in flight at once
+    warm_rate: float = 0.0  # warm-up requests started per second; 0: bounded by concurrency only
 
     def __post_init__(self) -> None:
         why = refused_drop(self.drop_query_params, self.signed_query_params)

@@ -24,6 +24,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     what.add_argument("--prefix", help="purge every entry whose path starts with this")
     what.add_argument("--tag", help="purge every entry tagged so (Surrogate-Key)")
+    what.add_argument(
+        "--source",
+        help="purge every derivative of this source image URL (needs --source-grammar)",
+    )
     parser.add_argument("--soft", action="store_true", help="mark stale instead of removing")
     parser.add_argument(
         "--instances",
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         query = {"url": args.url}
     elif args.prefix is not None:
         query = {"prefix": args.prefix}
+    elif args.source is not None:
+        query = {"source": args.source}
     else:
         query = {"tag": args.tag}
     if args.soft:

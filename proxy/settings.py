@@ -277,6 +277,17 @@ def _path(setting: str, raw: Any) -> Path:
     return Path(str(raw)).expanduser()
 
 
+def _per_second(setting: str, raw: Any) -> float:
+    """A rate: a number of events per second, 0 or more."""
+    try:
+        value = float(raw) if not isinstance(raw, bool) else -1.0
+    except (TypeError, ValueError):
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(setting, f"must be a number per second, 0 or more, got {raw!r}")
+    return value
+
+
 def _parsed_by(parse: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
     """A setting read by a function that raises ValueError saying what is wrong."""
 
@@ -347,6 +358,9 @@ SETTINGS: dict[str, Callable[[str, Any], Any]] = {
     "drop_query_params": _parsed_by(query_name_patterns),
     "signed_query_params": _parsed_by(query_names),
     "vary_accept_classes": _parsed_by(format_classes),
+    "source_grammar": _choice("none", "imgproxy", "imagor", "thumbor"),
+    "warm_concurrency": _count(1, 1024),
+    "warm_rate": _per_second,
     "log_format": _choice("auto", "json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
 }
