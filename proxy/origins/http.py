@@ -29,6 +29,7 @@ from typing import Any
 import aiohappyeyeballs
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from proxy.config import Deadlines
 from proxy.errors import OriginTimeout, OriginUnavailable, ProxyError
@@ -113,6 +114,21 @@ async def _on_request_sent(session: Any, ctx: SimpleNamespace, params: Any) -> N
         clock.header_deadline.reschedule(loop.time() + clock.deadlines.headers)
 
 
+# What RFC 3986 §3.3/§3.4 allow in a path and query, escapes included.
+_TARGET_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?%"
+)
+
+
+def origin_url(base_url: str, path_qs: str) -> URL | str:
+    """The origin's URL for a target exactly as the client sent it: image services sign the
+    path as written (imgproxy, imagor and thumbor compute their HMAC over it), so `%3A`
+    must not become `:` on the way. A target with any other character is left to yarl,
+    which escapes it, so nothing that is not a URL reaches the request line."""
+    url = base_url + path_qs
+    return URL(url, encoded=True) if set(path_qs) <= _TARGET_CHARS else url
+
+
 class HttpOrigin:
     def __init__(self, base_url: str, deadlines: Deadlines, *, ca_file: Path | None = None):
         self.name = base_url
@@ -166,7 +182,7 @@ class HttpOrigin:
         body: AsyncIterable[bytes] | None,
         clock: _FetchClock,
     ) -> OriginResponse:
-        url = self.base_url + path_qs
+        url = origin_url(self.base_url, path_qs)
         _clock.set(clock)
         bodiless_request.set(body is None)
         loop = asyncio.get_running_loop()

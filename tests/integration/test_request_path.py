@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from yarl import URL
+
 from tests.fake_origin import FakeOrigin, Obj
 from tests.integration.conftest import Proxy, cache_status
 
@@ -250,3 +252,21 @@ async def test_a_bug_in_one_request_still_answers_with_cache_status(
     # The worker lives on and serves the next request.
     resp, body = await proxy.get("/ok.jpg")
     assert resp.status == 200 and body == b"fine"
+
+
+async def test_the_origin_receives_the_target_exactly_as_the_client_wrote_it(
+    origin: FakeOrigin, proxy: Proxy
+) -> None:
+    """Image services sign the path as written: an escaped source URL must reach them with
+    its escapes, or every signed URL would be refused."""
+    source = "https%3A%2F%2Fimages.example.com%2Fcat.jpg%3Fv%3D2"
+    target = f"/sig/rs:fit:300/plain/{source}@webp"
+    decoded = "/sig/rs:fit:300/plain/https://images.example.com/cat.jpg?v=2@webp"
+    origin.add(decoded, Obj(body=b"derivative", headers=CACHEABLE))
+    async with proxy.client.get(URL(proxy.url + target, encoded=True)) as resp:
+        assert (resp.status, await resp.read()) == (200, b"derivative")
+    assert [raw for _, raw, _ in origin.requests] == [target]
+    # Characters that are no URL characters reach the origin escaped, never raw.
+    async with proxy.client.get(URL(proxy.url + "/a{b}|c.jpg", encoded=True)) as resp:
+        await resp.read()
+    assert origin.requests[-1][1] == "/a%7Bb%7D%7Cc.jpg"
