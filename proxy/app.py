@@ -26,6 +26,7 @@ from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
 from proxy.wire import keep_header_octets
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
 from storage.scrub import Scrubber
@@ -65,7 +66,8 @@ def _count_corrupt(key_hash: str, reason: str) -> None:
     metrics.CORRUPT_ENTRIES.labels("hit").inc()
 
 
-def make_store(config: Config) -> Store:
+def make_store(config: Config, clock: Clock = SYSTEM_CLOCK) -> Store:
+    """The store of an instance; its clock is the one every part of the app reads."""
     bounds = Bounds(config.max_size, config.min_free, config.stale_grace)
     targets, ttl_policy = config.targeted_fields, config.ttl_policy
     return Store(
@@ -76,6 +78,7 @@ def make_store(config: Config) -> Store:
         on_corrupt=_count_corrupt,
         on_evict=lambda count, why: metrics.EVICTIONS.labels(why).inc(count),
         check_on_hit_max=config.verify_on_hit_max_size,
+        clock=clock,
     )
 
 
@@ -88,6 +91,7 @@ def tags_of(meta: EntryMeta, field: str) -> tuple[str, ...]:
 def build_app(config: Config, store: Store) -> web.Application:
     """The application for a prepared store; origin and fills live as long as it does."""
     keep_header_octets()
+    clock = store.clock  # one clock: fill start times meet purge times, ages meet expiries
     origin = make_origin(config)
     guard = Guard(
         GuardLimits(
@@ -113,11 +117,12 @@ def build_app(config: Config, store: Store) -> web.Application:
         max_fills=config.max_fills,
         fill_queue=config.fill_queue,
         max_rss=config.max_rss,
+        clock=clock,
     )
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
-    app[HOT_KEY] = HotHits(config.hot_cache_size, config.targeted_fields, ttl_policy)
+    app[HOT_KEY] = HotHits(config.hot_cache_size, config.targeted_fields, ttl_policy, clock)
     handler = Handler(
         store,
         origin,
@@ -126,6 +131,7 @@ def build_app(config: Config, store: Store) -> web.Application:
         x_accel_redirect=config.x_accel_redirect,
         unkeyed_fields=config.unkeyed_request_fields,
         hot=app[HOT_KEY],
+        clock=clock,
     )
     app.router.add_route("*", "/{tail:.*}", handler.__call__)
 
@@ -169,7 +175,7 @@ async def upkeep(store: Store, config: Config) -> None:
                         )
             except Exception:  # noqa: BLE001 - upkeep must outlive any one failure
                 log.exception("upkeep_failed")
-            await asyncio.sleep(UPKEEP_INTERVAL)
+            await store.clock.sleep(UPKEEP_INTERVAL)
     finally:
         if scrubber is not None:
             scrubber.cancel()
@@ -188,7 +194,7 @@ async def scrub(store: Store, bytes_per_second: int) -> None:
         forgetting.add(task)
         task.add_done_callback(forgetting.discard)
 
-    await Scrubber(store.layout, bytes_per_second, found).run()
+    await Scrubber(store.layout, bytes_per_second, found, clock=store.clock).run()
 
 
 async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> None:

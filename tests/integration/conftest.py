@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from proxy.app import build_app, make_store
 from proxy.config import build_config
 from storage.store import Store
+from tests.clock import FakeClock
 from tests.fake_origin import FakeOrigin
 
 
@@ -41,13 +42,19 @@ MakeProxy = Callable[..., Awaitable[Proxy]]
 
 
 @pytest.fixture
-async def origin() -> AsyncIterator[FakeOrigin]:
-    async with FakeOrigin() as fake:
+async def clock() -> FakeClock:
+    """The time of the test's proxies and origin: `clock.advance(s)` instead of sleeping."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def origin(clock: FakeClock) -> AsyncIterator[FakeOrigin]:
+    async with FakeOrigin(clock=clock) as fake:
         yield fake
 
 
 @pytest.fixture
-async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
+async def make_proxy(tmp_path: Path, clock: FakeClock) -> AsyncIterator[MakeProxy]:
     servers: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
 
@@ -55,7 +62,7 @@ async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
         cache_dir = tmp_path / f"cache{len(servers)}"
         flags = {"origin": origin_url, "cache_dir": str(cache_dir), **settings}
         config = build_config(flags, environ={})
-        store = make_store(config)
+        store = make_store(config, clock)
         store.prepare()
         app = build_app(config, store)
         server = TestServer(app, host="127.0.0.1")
