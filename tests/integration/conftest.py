@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.app import build_app, make_store
+from proxy.app import FILLS_KEY, build_app, make_store
 from proxy.config import build_config
 from storage.store import Store
 from tests.clock import FakeClock
@@ -32,6 +33,17 @@ class Proxy:
 
     def temp_files(self) -> list[Path]:
         return [p for p in (self.cache_dir / "tmp").iterdir() if p.is_file()]
+
+    async def fills_ended(self, timeout: float = 10.0) -> None:
+        """Wait until no fill is in flight: whatever they stored is on disk, whatever they
+        discarded is gone (a bound against deadlocks, not a timing assertion)."""
+        assert self.app is not None
+        fills = self.app[FILLS_KEY]
+        for _ in range(int(timeout / 0.01)):
+            if not fills.running:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"fills still in flight after {timeout} s: {fills.in_flight}")
 
     async def get(self, path: str, **kw: Any) -> tuple[aiohttp.ClientResponse, bytes]:
         async with self.client.get(self.url + path, **kw) as resp:

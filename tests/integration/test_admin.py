@@ -239,7 +239,13 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
     )
     try:
         filling = asyncio.ensure_future(first.get("/race.jpg"))
-        await asyncio.sleep(0.4)  # the fill is paused in the middle of the body
+        tmp = config.cache_dir / "tmp"
+        for _ in range(250):  # the fill is storing: paused in the middle of the body
+            if any(f.stat().st_size for f in tmp.iterdir()):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the fill never started storing")
         status, _ = await second.admin("POST", "/purge?url=/race.jpg")
         assert status == 200
         status, got, _ = await filling

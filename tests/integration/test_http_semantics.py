@@ -19,7 +19,6 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.app import FILLS_KEY
 from storage.layout import primary_key_hash
 from tests.clock import FakeClock
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
@@ -81,17 +80,6 @@ async def committed(proxy: Proxy, path: str, before: object = None) -> None:
     async def check() -> bool:
         identity = await proxy.store.identity(primary)
         return identity is not None and identity != before
-
-    await eventually(check)
-
-
-async def fills_ended(proxy: Proxy) -> None:
-    """Wait until no fill is in flight (what they stored is on disk by then)."""
-    assert proxy.app is not None
-    fills = proxy.app[FILLS_KEY]
-
-    async def check() -> bool:
-        return not fills.running
 
     await eventually(check)
 
@@ -379,7 +367,7 @@ async def test_cacheable_5xx_during_stale_if_error_does_not_replace_the_stale_en
 
     resp, body = await proxy.get("/sie-cacheable.jpg")
     assert resp.status == 200 and body == BODY and 'detail="stale-if-error"' in params(resp)
-    await fills_ended(proxy)  # the fill has done whatever it does with the 503
+    await proxy.fills_ended()  # the fill has done whatever it does with the 503
     resp, body = await proxy.get("/sie-cacheable.jpg")
     assert resp.status == 200 and body == BODY, f"got {resp.status} {cache_status(resp)!r}"
 
