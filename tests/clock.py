@@ -1,9 +1,15 @@
-"""A clock tests move forward: the real time plus an offset that only `advance` changes.
+"""A clock tests move forward: `advance(s)` makes `s` seconds pass at once for whatever
+reads it, so entries turn stale and sleepers on it wake without the test sleeping.
 
-It keeps running with the real clock, so everything that merely waits (a fill in flight, a
-socket) behaves as in production, and `advance(s)` makes `s` seconds pass at once for
-whatever reads the clock: entries turn stale, sleepers on it wake. Pass it to the store
-(proxy.app.make_store) and to the origins whose Date must agree with it (FakeOrigin)."""
+Its wall time (`now`) stands still between advances, apart from a microsecond per call
+that keeps the calls in the order they were made (a purge after a fill started is still
+after it): whether an entry is fresh no longer depends on how loaded the machine is. Its
+monotonic time runs with the real one, plus what was advanced, so that everything that
+polls or paces (a key's lock, the upkeep loop, the scrubber) goes on as in production.
+
+Pass it to the store (proxy.app.make_store) and to the origins whose Date must agree
+with it (FakeOrigin(clock=...)); an origin with the real Date is ahead of it, which
+only makes its responses look younger."""
 
 from __future__ import annotations
 
@@ -12,14 +18,19 @@ import contextlib
 import time
 from email.utils import formatdate
 
+# Far below Date's one-second resolution, far above a float's step at today's epoch.
+TICK = 1e-6
+
 
 class FakeClock:
-    def __init__(self) -> None:
+    def __init__(self, start: float | None = None) -> None:
+        self._wall = time.time() if start is None else start
         self.offset = 0.0
         self._advanced = asyncio.Event()
 
     def now(self) -> float:
-        return time.time() + self.offset
+        self._wall += TICK
+        return self._wall + self.offset
 
     def monotonic(self) -> float:
         return time.monotonic() + self.offset

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from proxy.config import Deadlines
 from proxy.origins.s3 import MAX_ATTEMPTS, S3Origin
+from tests.clock import FakeClock
 from tests.fake_origin import BlackholeServer, FakeOrigin, Obj, SilentTLSServer, pattern_bytes
 from tests.integration.conftest import MakeProxy, cache_status
 
@@ -42,10 +43,12 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 class CountingForwarder:
     """An HTTP forwarder on 127.0.0.1 in front of the S3 server, recording every request
-    (method, path, headers). Host is passed on unchanged, so signatures stay valid."""
+    (method, path, headers). Host is passed on unchanged, so signatures stay valid. Date
+    is the test clock's, as if the S3 server ran on it."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, clock: FakeClock) -> None:
         self.target = target
+        self.clock = clock
         self.requests: list[tuple[str, str, CIMultiDict[str]]] = []
         self.header_delay = 0.0  # seconds to hold each request before forwarding it
         self._runner: web.ServerRunner | None = None
@@ -87,6 +90,8 @@ class CountingForwarder:
                 status=upstream.status,
                 headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
             )
+            if "Date" in response.headers:
+                response.headers["Date"] = self.clock.http_date()
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
@@ -128,8 +133,8 @@ def s3(moto_url: str, aws_env: None) -> Any:
 
 
 @pytest.fixture
-async def counted(moto_url: str, s3: Any) -> AsyncIterator[CountingForwarder]:
-    async with CountingForwarder(moto_url) as forwarder:
+async def counted(moto_url: str, s3: Any, clock: FakeClock) -> AsyncIterator[CountingForwarder]:
+    async with CountingForwarder(moto_url, clock) as forwarder:
         yield forwarder
 
 
@@ -214,14 +219,14 @@ async def test_concurrent_cold_requests_fetch_the_object_once(
 
 
 async def test_stale_entry_is_revalidated_with_a_304(
-    s3, counted: CountingForwarder, make_proxy: MakeProxy
+    s3, counted: CountingForwarder, make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     body = pattern_bytes(100_000, seed=2)
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/r.bin", Body=body, CacheControl="max-age=1")
     proxy = await make_proxy(ORIGIN, **s3_settings(counted.url))
     first, _ = await proxy.get("/r.bin")
     etag = first.headers["ETag"]
-    await asyncio.sleep(2.2)  # max-age=1 and Date has whole seconds: surely stale now
+    clock.advance(2.2)  # max-age=1 and Date has whole seconds: surely stale now
     resp, got = await proxy.get("/r.bin")
     assert resp.status == 200 and got == body
     status = cache_status(resp)
