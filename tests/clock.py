@@ -23,9 +23,13 @@ TICK = 1e-6
 
 
 class FakeClock:
-    def __init__(self, start: float | None = None) -> None:
+    def __init__(self, start: float | None = None, *, virtual: bool = False) -> None:
         self._wall = time.time() if start is None else start
         self.offset = 0.0
+        # Virtual: a sleep moves the clock by what is left of it at once, so code that
+        # paces itself (the scrubber) runs at full speed while its own clock says it paced.
+        self.virtual = virtual
+        self.sleeping = 0  # sleeps not over yet, for tests that wait until code paces
         self._advanced = asyncio.Event()
 
     def now(self) -> float:
@@ -38,10 +42,26 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         """Wake once `seconds` passed on this clock: by real time or by `advance`."""
         until = self.monotonic() + seconds
-        while (left := until - self.monotonic()) > 0:
-            advanced = self._advanced
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(advanced.wait(), left)
+        self.sleeping += 1
+        try:
+            while (left := until - self.monotonic()) > 0:
+                if self.virtual:
+                    self.advance(left)
+                    await asyncio.sleep(0)  # still a point where others run, as a sleep is
+                    continue
+                advanced = self._advanced
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(advanced.wait(), left)
+        finally:
+            self.sleeping -= 1
+
+    async def until_sleeping(self, seconds: float = 10.0) -> None:
+        """Wait until some code sleeps on this clock (a bound against a hang, in real time)."""
+        for _ in range(int(seconds / 0.005)):
+            if self.sleeping:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"nothing slept on the clock within {seconds} s")
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
