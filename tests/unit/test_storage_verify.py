@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -80,6 +81,13 @@ def refresh(head: Path) -> None:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def earlier_garbage_collected() -> None:
+    """Descriptors that earlier tests in this process left to the garbage collector are
+    closed before a test counts descriptors, not while it counts them."""
+    gc.collect()
 
 
 # -- verify_entry ------------------------------------------------------------------------
