@@ -233,9 +233,9 @@ async def test_past_max_connections_with_every_connection_busy_new_ones_get_503(
             origin.add(f"/slow{n}", Obj(size=200_000, mode="pause", pause_seconds=60))
         origin.add("/x.jpg", Obj(body=b"x" * 1000, headers={"Cache-Control": "max-age=60"}))
         port = free_port()
-        proc = start_pixcache(
-            origin.url, tmp_path / "cache", port, "--max-connections", "5", log=tmp_path / "log"
-        )
+        # A short grace: the stalled fills are still in flight when the test stops it.
+        flags = ("--max-connections", "5", "--shutdown-grace", "0.5")
+        proc = start_pixcache(origin.url, tmp_path / "cache", port, *flags, log=tmp_path / "log")
         busy = []
         try:
             for n in range(5):
