@@ -17,6 +17,7 @@ from proxy.app import build_admin, build_app, make_store
 from proxy.config import ConfigError, build_config
 from storage.keylock import KeyLock
 from storage.layout import primary_key_hash
+from tests.clock import FakeClock
 from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj
 
@@ -54,12 +55,12 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(origin: FakeOrigin, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(origin: FakeOrigin, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Stack]:
     config = build_config(
         {"origin": origin.url, "cache_dir": str(tmp_path / "cache"), "admin_token": TOKEN},
         environ={},
     )
-    store = make_store(config)
+    store = make_store(config, clock)
     store.prepare()
     app = build_app(config, store)
     proxy = TestServer(app, host="127.0.0.1")
@@ -212,7 +213,7 @@ def test_no_token_off_loopback_refuses_to_start(tmp_path: Path) -> None:
 
 
 async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
-    origin: FakeOrigin, tmp_path: Path
+    origin: FakeOrigin, tmp_path: Path, clock: FakeClock
 ) -> None:
     """Two instances on one cache directory, as two workers are: the purge taken by one
     stops the other's fill in flight from committing what it fetched before the purge."""
@@ -223,8 +224,8 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
     flags = {"origin": origin.url, "cache_dir": str(tmp_path / "cache"), "admin_token": TOKEN}
     config = build_config(flags, environ={})
     servers = []
-    for _ in range(2):
-        store = make_store(config)
+    for _ in range(2):  # two workers of one instance: one clock, as on one machine
+        store = make_store(config, clock)
         store.prepare()
         app = build_app(config, store)
         servers += [
