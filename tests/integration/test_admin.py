@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.app import build_admin, build_app, make_store
+from proxy.app import FILLS_KEY, build_admin, build_app, make_store
 from proxy.config import ConfigError, build_config
 from storage.keylock import KeyLock
 from storage.layout import primary_key_hash
@@ -30,6 +30,7 @@ class Stack:
         self.proxy_url = str(proxy.make_url("")).rstrip("/")
         self.admin_url = str(admin.make_url("")).rstrip("/")
         self.cache_dir = cache_dir
+        self.fills = proxy.app[FILLS_KEY]
 
     async def get(self, path: str, **kw: str) -> tuple[int, bytes, str]:
         async with aiohttp.ClientSession() as client:
@@ -45,8 +46,9 @@ class Stack:
     async def stored(self, path: str) -> None:
         """A miss, then wait until its entry is committed, so the next request hits."""
         await self.get(path)
-        for _ in range(100):
-            if not any((self.cache_dir / "tmp").iterdir()):
+        for _ in range(500):
+            # The fill has ended: committed, indexed, its lock let go.
+            if not self.fills.running and not any((self.cache_dir / "tmp").iterdir()):
                 status, _, cache = await self.get(path)
                 if cache.startswith("pixcache; hit"):
                     return
