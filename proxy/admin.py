@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -211,7 +210,7 @@ async def _mark_one_stale(
         headers = effective_headers(CIMultiDict(meta.headers), targets)
         timing = Timing(meta.request_time, meta.response_time)
         lifetime = freshness_lifetime(meta.status, headers, timing, ttl_policy=ttl_policy)
-        then = time.time() - lifetime - 1
+        then = store.clock.now() - lifetime - 1
         await store.refresh(key, replace(meta, request_time=then, response_time=then))
         return 1
     finally:

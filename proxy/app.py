@@ -31,6 +31,7 @@ from proxy.source_url import source_tags
 from proxy.tracing import Tracing, make_tracing
 from proxy.warm import WARM, WarmSetup, warm_endpoint
 from proxy.wire import keep_header_octets
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.entry import EntryMeta
 from storage.keylock import KeyLock
 from storage.scrub import Scrubber
@@ -87,7 +88,8 @@ def _count_corrupt(key_hash: str, reason: str) -> None:
     metrics.CORRUPT_ENTRIES.labels("hit").inc()
 
 
-def make_store(config: Config) -> Store:
+def make_store(config: Config, clock: Clock = SYSTEM_CLOCK) -> Store:
+    """The store of an instance; its clock is the one every part of the app reads."""
     bounds = Bounds(config.max_size, config.min_free, config.stale_grace)
     targets, ttl_policy = config.targeted_fields, config.ttl_policy
     return Store(
@@ -100,6 +102,7 @@ def make_store(config: Config) -> Store:
         on_corrupt=_count_corrupt,
         on_evict=lambda count, why: metrics.EVICTIONS.labels(why).inc(count),
         check_on_hit_max=config.verify_on_hit_max_size,
+        clock=clock,
     )
 
 
@@ -113,6 +116,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
     """The application for a prepared store; origin and fills live as long as it does.
     Tracing as the config says, unless one is given (a test's in-memory exporter)."""
     keep_header_octets()
+    clock = store.clock  # one clock: fill start times meet purge times, ages meet expiries
     tracing = make_tracing(config.tracing) if tracing is None else tracing
     origin = tracing.wrap_origin(make_origin(config))
     guard = Guard(
@@ -139,6 +143,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
         max_fills=config.max_fills,
         fill_queue=config.fill_queue,
         max_rss=config.max_rss,
+        clock=clock,
     )
     metrics.describe_instance(
         metrics.InstanceFacts(
@@ -155,7 +160,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
     app = web.Application(handler_args={"max_field_size": 16384})
     app[STORE_KEY] = store
     app[FILLS_KEY] = fills
-    app[HOT_KEY] = HotHits(config.hot_cache_size, config.targeted_fields, ttl_policy)
+    app[HOT_KEY] = HotHits(config.hot_cache_size, config.targeted_fields, ttl_policy, clock)
     handler = Handler(
         store,
         origin,
@@ -166,6 +171,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
         hot=app[HOT_KEY],
         tracing=tracing if tracing.enabled else None,
         keying=RequestKeying.of(config),
+        clock=clock,
     )
     app[READINESS_KEY] = Readiness(store)
     add_probe_routes(app, app[READINESS_KEY], config.liveness_path, config.readiness_path)
@@ -212,7 +218,7 @@ async def upkeep(store: Store, config: Config) -> None:
                         )
             except Exception:  # noqa: BLE001 - upkeep must outlive any one failure
                 log.exception("upkeep_failed")
-            await asyncio.sleep(UPKEEP_INTERVAL)
+            await store.clock.sleep(UPKEEP_INTERVAL)
     finally:
         if scrubber is not None:
             scrubber.cancel()
@@ -231,7 +237,7 @@ async def scrub(store: Store, bytes_per_second: int) -> None:
         forgetting.add(task)
         task.add_done_callback(forgetting.discard)
 
-    await Scrubber(store.layout, bytes_per_second, found).run()
+    await Scrubber(store.layout, bytes_per_second, found, clock=store.clock).run()
 
 
 async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> None:

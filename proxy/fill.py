@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 
 import structlog
@@ -34,6 +33,7 @@ from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
 from proxy.policy.transitions import Freshen, Unshare, on_response
 from proxy.policy.vary import vary_fields, vary_values
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.entry import EntryMeta
 from storage.errors import StorageFault
 from storage.keylock import KeyLock
@@ -55,6 +55,7 @@ class Fill:
         fetch_headers: CIMultiDict[str],
         seen: tuple[int, int] | None = None,
         stale: Stale | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.key = key
         self.coalesce_key = coalesce_key
@@ -63,8 +64,8 @@ class Fill:
         self.fetch_headers = fetch_headers
         # The identity of the entry the lookup saw (None: none), to tell a newer commit.
         self.seen = seen
-        # The stored response this fill revalidates (RFC 9111 §4.3), if any; owned here.
-        self.stale = stale
+        self.stale = stale  # the stored response it revalidates (RFC 9111 §4.3); owned here
+        self._now = clock.now
         self.state = State.QUEUED  # changed only by `_to`, along proxy/fill_state.py's table
         self.head: FillHead | None = None  # what the origin answered, once known
         self.body = FillBody()
@@ -72,7 +73,7 @@ class Fill:
         # Set when the URL was invalidated during the fill: what it fetched predates that.
         self.invalidated = False
         # Purges from this moment on cover what this fill fetches (storage checks at commit).
-        self.started = time.time()
+        self.started = self._now()
         self._temp: TempBody | None = None
         self._lock: KeyLock | None = None  # the key's lock, let go once nothing will commit
         self._head_known = asyncio.Event()
@@ -138,7 +139,7 @@ class Fill:
         self._task = asyncio.current_task()
         self._lock = lock
         self._to(State.FETCHING)
-        request_time = time.time()
+        request_time = self._now()
         fetch_headers = self.fetch_headers
         if self.stale is not None:
             fetch_headers = CIMultiDict(fetch_headers)
@@ -147,7 +148,7 @@ class Fill:
             response = await origin.fetch("GET", self.key, fetch_headers)
         except ProxyError as exc:
             return self.fail(exc)
-        response_time, response = time.time(), complete_if_whole(response)
+        response_time, response = self._now(), complete_if_whole(response)
         outcome = on_response(
             self.stale is not None,
             response.status,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from collections.abc import Callable
 
 import structlog
@@ -20,6 +19,7 @@ from proxy.errors import InternalError, Overloaded
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
 from proxy.redact import describe
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.keylock import KeyLock
 from storage.store import Store
 
@@ -29,9 +29,9 @@ RSS_TTL = 0.1
 _rss: list[float] = [0.0, 0.0]  # (read at, bytes)
 
 
-def resident_bytes() -> int:
-    """This process's resident set size, read from /proc at most every RSS_TTL seconds."""
-    now = time.monotonic()
+def resident_bytes(now: float) -> int:
+    """This process's resident set size, read from /proc at most every RSS_TTL seconds
+    (`now` in monotonic seconds)."""
     if now - _rss[0] > RSS_TTL:
         with open("/proc/self/statm") as statm:
             _rss[1] = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -69,8 +69,10 @@ class Fills:
         max_fills: int = 64,
         fill_queue: int = 256,
         max_rss: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.origin = origin
+        self.clock = clock
         self.store = store
         self.settings = settings
         # How long a fill waits for another process's fill of the same key before it
@@ -112,7 +114,7 @@ class Fills:
 
     def _admit(self) -> None:
         """Raise Overloaded when a new fill may not start now."""
-        if self.max_rss is not None and resident_bytes() > self.max_rss:
+        if self.max_rss is not None and resident_bytes(self.clock.monotonic()) > self.max_rss:
             raise Overloaded("memory above --max-rss; try again shortly")
         if self._started >= self.most_started:
             raise Overloaded("too many fills in flight; try again shortly")
@@ -160,13 +162,13 @@ class Fills:
 
     async def _acquire(self, lock: KeyLock) -> bool:
         """Take the key's lock, polling while another process holds it. True if we waited."""
-        loop = asyncio.get_running_loop()
+        clock = self.clock
         if lock.try_acquire():
             return False
-        give_up = loop.time() + self.lock_wait
+        give_up = clock.monotonic() + self.lock_wait
         pause = LOCK_POLL_FIRST
-        while loop.time() < give_up:
-            await asyncio.sleep(pause)
+        while clock.monotonic() < give_up:
+            await clock.sleep(pause)
             pause = min(pause * 2, LOCK_POLL_MAX)
             if lock.try_acquire():
                 return True

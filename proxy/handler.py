@@ -52,6 +52,7 @@ from proxy.respond import (
 )
 from proxy.tracing import Tracing
 from proxy.x_accel import nginx_may_send, send_by_nginx
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.layout import primary_key_hash, variant_key_hash
 from storage.lookup import OpenEntry
 from storage.store import Store, VaryPlan
@@ -93,8 +94,11 @@ class Handler:
         hot: HotHits | None = None,
         tracing: Tracing | None = None,
         keying: RequestKeying = AS_RECEIVED,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store
+        self.clock = clock
+        self._now = clock.now  # bound once: read on every request
         self.origin = origin
         self.fills = fills
         self.policy = policy  # what the caching rules read of the config
@@ -162,7 +166,7 @@ class Handler:
     ) -> Served | None:
         """Serve from the entry found, or go forward; None to look up again."""
         view = None if found.entry is None else stored_view(found.entry)
-        outcome = on_request(view, request.headers, time.time(), self.policy, absent=found.fwd)
+        outcome = on_request(view, request.headers, self._now(), self.policy, absent=found.fwd)
         if isinstance(outcome, Serve):
             assert found.entry is not None
             self.store.note_use(primary)
@@ -215,7 +219,7 @@ class Handler:
         try:
             timing = Timing(meta.request_time, meta.response_time)
             stored = CIMultiDict(meta.headers)
-            age = int(current_age(stored, timing, time.time()))
+            age = int(current_age(stored, timing, self._now()))
             headers = client_headers(stored, cache.render(), age=age)
             by_nginx = bool(self.x_accel_redirect) and nginx_may_send(request, meta.status, headers)
             if by_nginx:
@@ -251,7 +255,14 @@ class Handler:
         if entry is not None and has_validators(CIMultiDict(entry.meta.headers)):
             stale = Stale(os.dup(entry.fd), entry.meta)  # RFC 9111 §4.3.1: validate it
         return Fill(
-            key, found.coalesce_key, found.plan, request.headers, fetch_headers, seen, stale
+            key,
+            found.coalesce_key,
+            found.plan,
+            request.headers,
+            fetch_headers,
+            seen,
+            stale,
+            clock=self.clock,
         )
 
     async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
@@ -335,7 +346,7 @@ class Handler:
             hit=True,
             fwd="stale",
             fwd_status=status,
-            ttl=stored_view(found.entry).ttl(time.time(), self.policy),
+            ttl=stored_view(found.entry).ttl(self._now(), self.policy),
             detail="stale-if-error",
         )
         return await self.serve_hit(request, found.take(), cache)
@@ -348,7 +359,7 @@ class Handler:
         head = None if fill is None else fill.head
         if head is None or not head.shared:
             return False
-        now = time.time()
+        now = self._now()
         answer = StoredView(head.status, head.headers, Timing(now, now))
         outcome = on_request(answer, request.headers, now, self.policy)
         if isinstance(outcome, Serve) and not outcome.refresh:
@@ -358,7 +369,7 @@ class Handler:
         return True
 
     def _ttl_of(self, head: FillHead) -> float:
-        now = time.time()
+        now = self._now()
         return StoredView(head.status, head.headers, Timing(now, now)).ttl(now, self.policy)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:

@@ -55,6 +55,7 @@ from proxy.policy.targeted import effective_headers
 from proxy.respond import abort, client_headers
 from proxy.sendfile import send_range
 from proxy.wire import _serialize_headers
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.fileid import FileId
 from storage.lookup import OpenEntry
 from storage.publish import write_all
@@ -133,9 +134,14 @@ class HotHits:
     """The prepared entries of one worker, by request target."""
 
     def __init__(
-        self, max_bytes: int, targets: tuple[str, ...] = (), ttl_policy: TtlPolicy = RFC_ONLY
+        self,
+        max_bytes: int,
+        targets: tuple[str, ...] = (),
+        ttl_policy: TtlPolicy = RFC_ONLY,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.max_bytes = max_bytes  # 0: off
+        self._now = clock.now  # bound once: one attribute load per hit, as time.time was
         self.targets = targets
         self.ttl_policy = ttl_policy
         self._entries: OrderedDict[str, HotEntry] = OrderedDict()
@@ -163,7 +169,7 @@ class HotHits:
                 return None
         if not self._still_valid(key, hot):
             return None
-        now = time.time()
+        now = self._now()
         resident = now - hot.response_time
         resident = resident if resident > 0.0 else 0.0
         ttl = hot.lifetime - (hot.initial_age + resident)

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import structlog
 
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.layout import Layout
 from storage.remove import remove_entry
 from storage.verify import CHUNK, BodyCheck, EntryCheck, FileId, open_check
@@ -75,6 +76,7 @@ class Scrubber:
         on_corrupt: Callable[[Path, str], None],
         *,
         pass_pause: float = 60.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if bytes_per_second <= 0:
             raise ValueError(f"bytes_per_second must be positive, got {bytes_per_second}")
@@ -82,6 +84,7 @@ class Scrubber:
         self.bytes_per_second = bytes_per_second
         self.on_corrupt = on_corrupt
         self.pass_pause = pass_pause
+        self.clock = clock
         # No read bigger than one second's budget, so no burst bigger than that either.
         self.chunk = max(4096, min(CHUNK, bytes_per_second))
         self.passes = 0  # passes completed over the whole cache
@@ -93,7 +96,7 @@ class Scrubber:
             await self.scrub_pass()
             self.passes += 1
             # The pause also keeps an empty cache from making this a busy loop.
-            await asyncio.sleep(self.pass_pause)
+            await self.clock.sleep(self.pass_pause)
 
     async def scrub_pass(self) -> None:
         for bucket in await self._list(bucket_dirs, self.layout):
@@ -102,7 +105,7 @@ class Scrubber:
                     await self._scrub(path)
                 except OSError as exc:  # EMFILE, EACCES...: not the entry's fault; go on
                     log.warning("scrub_failed", path=str(path), error=str(exc))
-                    await asyncio.sleep(ERROR_PAUSE)  # a lasting fault must not spin or flood
+                    await self.clock.sleep(ERROR_PAUSE)  # a lasting fault must not spin or flood
 
     async def _list(self, list_dir: Callable[[T], list[Path]], arg: T) -> list[Path]:
         try:
@@ -146,6 +149,6 @@ class Scrubber:
     async def _pace(self, nbytes: int) -> None:
         """Sleep so that reads average at most bytes_per_second: each read pushes the next
         one back by its share of time. Idle time is not saved up for a later burst."""
-        now = asyncio.get_running_loop().time()
+        now = self.clock.monotonic()
         self._ready_at = max(self._ready_at, now) + nbytes / self.bytes_per_second
-        await asyncio.sleep(self._ready_at - now)
+        await self.clock.sleep(self._ready_at - now)

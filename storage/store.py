@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import structlog
 
+from storage.clock import SYSTEM_CLOCK, Clock
 from storage.entry import CorruptEntry, EntryMeta
 from storage.index import Index
 from storage.index_batch import IndexBatch
@@ -74,8 +74,11 @@ class Store:
         on_corrupt: Callable[[str, str], None] = lambda key_hash, reason: None,
         on_evict: Callable[[int, str], None] = lambda count, why: None,
         check_on_hit_max: int = CHECK_ON_HIT_MAX,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.layout = Layout(root)
+        self.clock = clock  # the instance's one clock (storage/clock.py)
+        self._now, self._monotonic = clock.now, clock.monotonic  # bound once: hits call _now
         self._entries_dir = os.fspath(self.layout.entries)
         self.check_on_hit_max = check_on_hit_max  # 0: a hit checks sizes only
         self.bounds = bounds
@@ -148,7 +151,7 @@ class Store:
 
     def note_use(self, key_hash: str) -> None:
         """Record a hit for LRU; written to the index in batches by `flush_uses`."""
-        self._uses[key_hash] = time.time()
+        self._uses[key_hash] = self._now()
 
     async def identity(self, key_hash: str) -> tuple[int, int] | None:
         """(inode, mtime) of the entry file, to tell whether it was replaced; None if absent."""
@@ -232,7 +235,7 @@ class Store:
         return await self._on_index(self.index.keys_under, prefix)
 
     async def record_purge(self, kind: str, value: str) -> None:
-        await self._on_index(self.index.record_purge, kind, value, time.time())
+        await self._on_index(self.index.record_purge, kind, value, self._now())
 
     async def purged_since(self, meta: EntryMeta, since: float) -> bool:
         """A purge that came after a fill started covers what it fetched: it must not be
@@ -285,16 +288,16 @@ class Store:
     async def maintain(self) -> None:
         """Remove entries stale past their grace, and evict while free space is short;
         forget purges older than any fill could be (a day)."""
-        await self._on_index(self.index.forget_purges_before, time.time() - 86400)
+        await self._on_index(self.index.forget_purges_before, self._now() - 86400)
         swept_at = self._bodies_swept_at
-        if swept_at is None or time.monotonic() - swept_at > UNNAMED_BODY_SWEEP:
+        if swept_at is None or self._monotonic() - swept_at > UNNAMED_BODY_SWEEP:
             await self.sweep_unnamed_bodies()
         if self.index_stale:
             self.index_stale = False
             await self.reconcile()
         await self.flush_uses()
         expired = await self._on_index(
-            self.index.take_expired, time.time() - self.bounds.stale_grace
+            self.index.take_expired, self._now() - self.bounds.stale_grace
         )
         await self._evict(expired, "expired")
         while self.bounds.min_free:
@@ -327,7 +330,7 @@ class Store:
     async def sweep_unnamed_bodies(self) -> int:
         """Remove bodies no head names (a crash or a failed removal between a head and its
         body), once they are too old to belong to a commit in flight. Returns how many."""
-        self._bodies_swept_at = time.monotonic()
+        self._bodies_swept_at = self._monotonic()
         loop = asyncio.get_running_loop()
         removed = await loop.run_in_executor(None, _remove_unnamed_bodies, self.layout)
         if removed:
@@ -369,7 +372,7 @@ class Store:
         row = (
             key_hash,
             meta.file_size(),
-            time.time(),
+            self._now(),
             self.expiry_of(meta),
             meta.key,
             self.tags_of(meta),
@@ -393,7 +396,7 @@ class Store:
 
     def _free_bytes(self, *, fresh: bool = False) -> int:
         checked, free = self._free
-        now = time.monotonic()
+        now = self._monotonic()
         if fresh or now - checked > FREE_SPACE_TTL:
             st = os.statvfs(self.layout.root)
             free = st.f_bavail * st.f_frsize

@@ -30,6 +30,8 @@ import trustme
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.clock import FakeClock
+
 HOST = "127.0.0.1"
 CHUNK_SIZE = 64 * 1024
 MODES = frozenset({"normal", "trickle", "pause", "short", "chunked_truncated", "reset"})
@@ -188,8 +190,11 @@ def _close_connection(request: web.BaseRequest, *, reset: bool) -> None:
 class FakeOrigin:
     """An aiohttp origin on 127.0.0.1 serving `objects` by path, recording every request."""
 
-    def __init__(self, *, tls: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, clock: FakeClock | None = None) -> None:
         self.tls = tls
+        # Date comes from this clock when given: a proxy on the same clock then computes
+        # the ages it would in production, however far a test moved the time.
+        self.clock = clock
         self.objects: dict[str, Obj] = {}
         self.hits: collections.Counter[str] = collections.Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -279,11 +284,17 @@ class FakeOrigin:
             await asyncio.sleep(obj.header_delay)
         if _not_modified(request, obj):
             headers = {k: v for k, v in obj.headers.items() if k.lower() not in _FRAMING_HEADERS}
-            return web.Response(status=304, headers=headers)
+            return web.Response(status=304, headers=self._dated(headers))
         return await self._send(request, obj)
 
+    def _dated(self, headers: dict[str, str]) -> CIMultiDict[str]:
+        dated = CIMultiDict(headers)
+        if self.clock is not None:
+            dated.setdefault("Date", self.clock.http_date())
+        return dated
+
     async def _send(self, request: web.BaseRequest, obj: Obj) -> web.StreamResponse:
-        resp = web.StreamResponse(status=obj.status, headers=obj.headers)
+        resp = web.StreamResponse(status=obj.status, headers=self._dated(obj.headers))
         length = obj.length
         if obj.chunked or obj.mode == "chunked_truncated":
             resp.enable_chunked_encoding()

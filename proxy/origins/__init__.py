@@ -6,7 +6,6 @@ from proxy.config import Config
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.file import FileOrigin
 from proxy.origins.http import HttpOrigin
-from proxy.origins.s3 import S3Origin
 
 __all__ = ["Origin", "OriginResponse", "make_origin"]
 
@@ -16,6 +15,10 @@ def make_origin(config: Config) -> Origin:
         assert config.origin.root is not None
         return FileOrigin(config.origin.root, config.deadlines)
     if config.origin.scheme == "s3":
+        # Imported here: botocore takes longer to import than the rest of pixcache, and
+        # every process start (each worker's too) would pay it for an http or file origin.
+        from proxy.origins.s3 import S3Origin
+
         return S3Origin(
             config.origin.bucket,
             config.origin.prefix,

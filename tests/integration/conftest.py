@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from proxy.app import build_app, make_store
+from proxy.app import FILLS_KEY, build_app, make_store
 from proxy.config import build_config
 from storage.store import Store
+from tests.clock import FakeClock
 from tests.fake_origin import FakeOrigin
 
 
@@ -32,6 +34,17 @@ class Proxy:
     def temp_files(self) -> list[Path]:
         return [p for p in (self.cache_dir / "tmp").iterdir() if p.is_file()]
 
+    async def fills_ended(self, timeout: float = 10.0) -> None:
+        """Wait until no fill is in flight: whatever they stored is on disk, whatever they
+        discarded is gone (a bound against deadlocks, not a timing assertion)."""
+        assert self.app is not None
+        fills = self.app[FILLS_KEY]
+        for _ in range(int(timeout / 0.01)):
+            if not fills.running:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"fills still in flight after {timeout} s: {fills.in_flight}")
+
     async def get(self, path: str, **kw: Any) -> tuple[aiohttp.ClientResponse, bytes]:
         async with self.client.get(self.url + path, **kw) as resp:
             return resp, await resp.read()
@@ -41,13 +54,19 @@ MakeProxy = Callable[..., Awaitable[Proxy]]
 
 
 @pytest.fixture
-async def origin() -> AsyncIterator[FakeOrigin]:
-    async with FakeOrigin() as fake:
+async def clock() -> FakeClock:
+    """The time of the test's proxies and origin: `clock.advance(s)` instead of sleeping."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def origin(clock: FakeClock) -> AsyncIterator[FakeOrigin]:
+    async with FakeOrigin(clock=clock) as fake:
         yield fake
 
 
 @pytest.fixture
-async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
+async def make_proxy(tmp_path: Path, clock: FakeClock) -> AsyncIterator[MakeProxy]:
     servers: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
 
@@ -55,7 +74,7 @@ async def make_proxy(tmp_path: Path) -> AsyncIterator[MakeProxy]:
         cache_dir = tmp_path / f"cache{len(servers)}"
         flags = {"origin": origin_url, "cache_dir": str(cache_dir), **settings}
         config = build_config(flags, environ={})
-        store = make_store(config)
+        store = make_store(config, clock)
         store.prepare()
         app = build_app(config, store)
         server = TestServer(app, host="127.0.0.1")

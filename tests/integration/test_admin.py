@@ -13,10 +13,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.app import build_admin, build_app, make_store
+from proxy.app import FILLS_KEY, build_admin, build_app, make_store
 from proxy.config import ConfigError, build_config
 from storage.keylock import KeyLock
 from storage.layout import primary_key_hash
+from tests.clock import FakeClock
 from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj
 
@@ -29,6 +30,7 @@ class Stack:
         self.proxy_url = str(proxy.make_url("")).rstrip("/")
         self.admin_url = str(admin.make_url("")).rstrip("/")
         self.cache_dir = cache_dir
+        self.fills = proxy.app[FILLS_KEY]
 
     async def get(self, path: str, **kw: str) -> tuple[int, bytes, str]:
         async with aiohttp.ClientSession() as client:
@@ -44,8 +46,9 @@ class Stack:
     async def stored(self, path: str) -> None:
         """A miss, then wait until its entry is committed, so the next request hits."""
         await self.get(path)
-        for _ in range(100):
-            if not any((self.cache_dir / "tmp").iterdir()):
+        for _ in range(500):
+            # The fill has ended: committed, indexed, its lock let go.
+            if not self.fills.running and not any((self.cache_dir / "tmp").iterdir()):
                 status, _, cache = await self.get(path)
                 if cache.startswith("pixcache; hit"):
                     return
@@ -54,12 +57,12 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(origin: FakeOrigin, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(origin: FakeOrigin, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Stack]:
     config = build_config(
         {"origin": origin.url, "cache_dir": str(tmp_path / "cache"), "admin_token": TOKEN},
         environ={},
     )
-    store = make_store(config)
+    store = make_store(config, clock)
     store.prepare()
     app = build_app(config, store)
     proxy = TestServer(app, host="127.0.0.1")
@@ -212,7 +215,7 @@ def test_no_token_off_loopback_refuses_to_start(tmp_path: Path) -> None:
 
 
 async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
-    origin: FakeOrigin, tmp_path: Path
+    origin: FakeOrigin, tmp_path: Path, clock: FakeClock
 ) -> None:
     """Two instances on one cache directory, as two workers are: the purge taken by one
     stops the other's fill in flight from committing what it fetched before the purge."""
@@ -223,8 +226,8 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
     flags = {"origin": origin.url, "cache_dir": str(tmp_path / "cache"), "admin_token": TOKEN}
     config = build_config(flags, environ={})
     servers = []
-    for _ in range(2):
-        store = make_store(config)
+    for _ in range(2):  # two workers of one instance: one clock, as on one machine
+        store = make_store(config, clock)
         store.prepare()
         app = build_app(config, store)
         servers += [
@@ -239,7 +242,13 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
     )
     try:
         filling = asyncio.ensure_future(first.get("/race.jpg"))
-        await asyncio.sleep(0.4)  # the fill is paused in the middle of the body
+        tmp = config.cache_dir / "tmp"
+        for _ in range(250):  # the fill is storing: paused in the middle of the body
+            if any(f.stat().st_size for f in tmp.iterdir()):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the fill never started storing")
         status, _ = await second.admin("POST", "/purge?url=/race.jpg")
         assert status == 200
         status, got, _ = await filling

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.app import FILLS_KEY
+from tests.clock import FakeClock
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
 
 ALICE = {"Authorization": "Bearer alice-token"}
@@ -106,7 +107,7 @@ async def test_an_answer_the_origin_marks_shareable_is_stored_and_shared(
 
 
 async def test_must_revalidate_is_reused_for_authorization_only_while_fresh(
-    auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy
+    auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     """§3.5 with §5.2.2.2: once stale, it is validated with the asking user's credentials
     before any reuse, and the client's own max-stale does not loosen that."""
@@ -116,7 +117,7 @@ async def test_must_revalidate_is_reused_for_authorization_only_while_fresh(
     await proxy.get(path, headers=ALICE)
     resp, got = await proxy.get(path, headers=BOB)
     assert cache_status(resp).startswith("pixcache; hit") and got == b"secret of alice"
-    await asyncio.sleep(1.1)  # Date has one-second resolution: stale for certain now
+    clock.advance(1.1)  # Date has one-second resolution: stale for certain now
     resp, got = await proxy.get(path, headers={**BOB, "Cache-Control": "max-stale=600"})
     assert "hit" not in cache_status(resp).split("; ")
     assert origin.seen == [ALICE["Authorization"], BOB["Authorization"]]

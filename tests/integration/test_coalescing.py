@@ -64,7 +64,7 @@ async def test_fill_survives_the_disconnect_of_the_client_that_started_it(
         resp = await quitter.get(proxy.url + "/leave.png")
         await resp.content.readexactly(10)
         resp.close()  # the client that started the fill goes away mid-body
-    await asyncio.sleep(1.5)
+    await proxy.fills_ended()
     resp, got = await proxy.get("/leave.png")
     assert got == body
     assert cache_status(resp).startswith("pixcache; hit")
@@ -90,7 +90,7 @@ async def test_broken_body_fails_every_waiter_and_stores_nothing(
         isinstance(r, aiohttp.ClientPayloadError | aiohttp.ClientConnectionError) for r in results
     ), results
     assert origin.hits["/broken.png"] == 1
-    await asyncio.sleep(0.1)
+    await proxy.fills_ended()
     assert proxy.entry_files() == []
     assert proxy.temp_files() == []
     # The next request goes to the origin again.

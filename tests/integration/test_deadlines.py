@@ -4,7 +4,6 @@ Cache-Status detail and a log event that name the stage and the origin, and noth
 from __future__ import annotations
 
 import socket
-import time
 
 import aiohttp
 import pytest
@@ -28,21 +27,20 @@ def _stage_events(logs: list[dict], stage: str) -> list[dict]:
     return [e for e in logs if e.get("event") == "origin_timeout" and e.get("stage") == stage]
 
 
-async def _timed_get(proxy, path: str) -> tuple[aiohttp.ClientResponse, float]:
-    began = time.monotonic()
+async def _get(proxy, path: str) -> aiohttp.ClientResponse:
+    # Which deadline fired shows in Cache-Status (stage=...); how soon is bench/'s business.
     async with proxy.client.get(proxy.url + path) as resp:
         await resp.read()
-    return resp, time.monotonic() - began
+    return resp
 
 
 async def test_connect_stage(make_proxy: MakeProxy) -> None:
     async with BlackholeServer() as blackhole:
         proxy = await make_proxy(blackhole.url, **{**LONG, "connect_timeout": "0.5"})
         with capture_logs() as logs:
-            resp, elapsed = await _timed_get(proxy, "/x.jpg")
+            resp = await _get(proxy, "/x.jpg")
     assert resp.status == 504
     assert "stage=connect" in cache_status(resp)
-    assert elapsed < 5
     [event] = _stage_events(logs, "connect")
     assert event["origin"] == blackhole.url
 
@@ -51,10 +49,9 @@ async def test_tls_stage(make_proxy: MakeProxy) -> None:
     async with SilentTLSServer() as silent:
         proxy = await make_proxy(silent.url, **{**LONG, "tls_timeout": "0.5"})
         with capture_logs() as logs:
-            resp, elapsed = await _timed_get(proxy, "/x.jpg")
+            resp = await _get(proxy, "/x.jpg")
     assert resp.status == 504
     assert "stage=tls" in cache_status(resp)
-    assert elapsed < 5  # not the minute a default TLS handshake timeout would take
     assert _stage_events(logs, "tls")
 
 
@@ -72,9 +69,8 @@ async def test_headers_stage(origin: FakeOrigin, make_proxy: MakeProxy) -> None:
     origin.add("/late.jpg", Obj(body=b"late", headers=CACHEABLE, header_delay=3))
     proxy = await make_proxy(origin.url, **{**LONG, "header_timeout": "0.5"})
     with capture_logs() as logs:
-        resp, elapsed = await _timed_get(proxy, "/late.jpg")
+        resp = await _get(proxy, "/late.jpg")
     assert resp.status == 504 and "stage=headers" in cache_status(resp)
-    assert elapsed < 2.5
     [event] = _stage_events(logs, "headers")
     assert event["origin"] == origin.url
     assert proxy.entry_files() == []
@@ -118,9 +114,8 @@ async def test_total_stage(origin: FakeOrigin, make_proxy: MakeProxy) -> None:
 async def test_total_stage_before_headers(origin: FakeOrigin, make_proxy: MakeProxy) -> None:
     origin.add("/slowhead.jpg", Obj(body=b"x", headers=CACHEABLE, header_delay=3))
     proxy = await make_proxy(origin.url, **{**LONG, "total_timeout": "0.5"})
-    resp, elapsed = await _timed_get(proxy, "/slowhead.jpg")
+    resp = await _get(proxy, "/slowhead.jpg")
     assert resp.status == 504 and "stage=total" in cache_status(resp)
-    assert elapsed < 2.5
 
 
 async def test_refused_connection_is_502(make_proxy: MakeProxy) -> None:
@@ -129,7 +124,7 @@ async def test_refused_connection_is_502(make_proxy: MakeProxy) -> None:
         port = sock.getsockname()[1]  # bound but not listening: connections are refused
         proxy = await make_proxy(f"http://127.0.0.1:{port}")
         with capture_logs() as logs:
-            resp, _ = await _timed_get(proxy, "/x.jpg")
+            resp = await _get(proxy, "/x.jpg")
     assert resp.status == 502
     assert "origin_unavailable" in cache_status(resp)
     assert any(e.get("event") == "origin_unavailable" and e.get("stage") == "connect" for e in logs)

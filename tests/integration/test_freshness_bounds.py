@@ -13,6 +13,7 @@ from email.utils import formatdate
 
 import pytest
 
+from tests.clock import FakeClock
 from tests.fake_origin import FakeOrigin, Obj
 from tests.integration.conftest import MakeProxy, Proxy
 from tests.integration.test_http_semantics import is_hit, origin_headers, params, ttl_of
@@ -23,19 +24,25 @@ OCTETS = "application/octet-stream"  # not an image: the image guard stays out o
 # up to a second old; 2 s leaves at least one second in which it must be a hit.
 SHORT = 2
 DEADLINE = 10.0  # far past SHORT: only a proxy that never refetches reaches it
+STEP = 0.1  # seconds the clock moves between two requests
 
 
-async def refetched_after(proxy: Proxy, origin: FakeOrigin, path: str, cap: int) -> float:
-    """Request `path` until the proxy goes to the origin again; every answer before that is
-    a hit whose ttl is within `cap`. Returns the seconds it took."""
-    began = time.monotonic()
-    while time.monotonic() - began < DEADLINE:
+async def refetched_after(
+    proxy: Proxy, origin: FakeOrigin, path: str, cap: int, clock: FakeClock
+) -> float:
+    """Request `path`, moving the clock STEP at a time, until the proxy goes to the origin
+    again; every answer before that is a hit whose ttl is within `cap`. Returns the
+    seconds of the clock it took."""
+    waited = 0.0
+    while waited < DEADLINE:
         resp, _ = await proxy.get(path)
         if origin.hits[path] == 2:
             assert not is_hit(resp) and "fwd=stale" in params(resp)
-            return time.monotonic() - began
+            return waited
         assert is_hit(resp) and 0 <= ttl_of(resp) <= cap
         assert origin.hits[path] == 1
+        clock.advance(STEP)
+        waited += STEP
     raise AssertionError(f"{path} was never refetched within {DEADLINE} s")
 
 
@@ -43,7 +50,7 @@ async def refetched_after(proxy: Proxy, origin: FakeOrigin, path: str, cap: int)
 
 
 async def test_error_with_a_year_of_max_age_is_refetched_after_max_error_ttl(
-    origin: FakeOrigin, make_proxy: MakeProxy
+    origin: FakeOrigin, make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     origin.add("/err", Obj(body=b"down", status=504, headers={"Cache-Control": A_YEAR}))
     proxy = await make_proxy(origin.url, max_error_ttl=str(SHORT))
@@ -54,7 +61,7 @@ async def test_error_with_a_year_of_max_age_is_refetched_after_max_error_ttl(
     assert resp.status == 504 and body == b"down" and is_hit(resp)
     assert 0 <= ttl_of(resp) <= SHORT
     assert origin.hits["/err"] == 1
-    await refetched_after(proxy, origin, "/err", SHORT)
+    await refetched_after(proxy, origin, "/err", SHORT, clock)
     assert origin.hits["/err"] == 2
 
 
@@ -80,7 +87,9 @@ async def test_success_is_not_bounded_by_max_error_ttl(origin: FakeOrigin, proxy
 # -- --max-ttl: the longest lifetime any response gets ------------------------------------
 
 
-async def test_max_ttl_bounds_a_long_max_age(origin: FakeOrigin, make_proxy: MakeProxy) -> None:
+async def test_max_ttl_bounds_a_long_max_age(
+    origin: FakeOrigin, make_proxy: MakeProxy, clock: FakeClock
+) -> None:
     headers = {"Cache-Control": "max-age=3600", "Content-Type": OCTETS}
     origin.add("/img", Obj(body=b"pixels", headers=headers))
     proxy = await make_proxy(origin.url, max_ttl=str(SHORT))
@@ -88,7 +97,7 @@ async def test_max_ttl_bounds_a_long_max_age(origin: FakeOrigin, make_proxy: Mak
     assert "stored" in params(resp) and 0 <= ttl_of(resp) <= SHORT
     # Later hits are answered from the worker's prepared entries (proxy/hot.py): the bound
     # holds there too, or the entry would never be refetched.
-    await refetched_after(proxy, origin, "/img", SHORT)
+    await refetched_after(proxy, origin, "/img", SHORT, clock)
     resp, body = await proxy.get("/img")
     assert body == b"pixels" and is_hit(resp) and ttl_of(resp) <= SHORT
 
@@ -97,13 +106,13 @@ async def test_max_ttl_bounds_a_long_max_age(origin: FakeOrigin, make_proxy: Mak
 
 
 async def test_default_ttl_stores_and_serves_a_response_without_freshness(
-    origin: FakeOrigin, make_proxy: MakeProxy
+    origin: FakeOrigin, make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     origin.add("/plain", Obj(body=b"plain", headers={"Content-Type": OCTETS}))
     proxy = await make_proxy(origin.url, default_ttl=str(SHORT))
     resp, _ = await proxy.get("/plain")
     assert "stored" in params(resp) and 0 <= ttl_of(resp) <= SHORT
-    await refetched_after(proxy, origin, "/plain", SHORT)
+    await refetched_after(proxy, origin, "/plain", SHORT, clock)
 
 
 async def test_without_default_ttl_a_response_without_freshness_is_not_stored(

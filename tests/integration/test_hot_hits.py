@@ -5,7 +5,6 @@ next request."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from email.utils import formatdate
 from pathlib import Path
@@ -15,6 +14,7 @@ from multidict import CIMultiDict
 
 from proxy.hot import HOT_KEY
 from storage.layout import primary_key_hash
+from tests.clock import FakeClock
 from tests.commits import settled
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
@@ -121,13 +121,15 @@ async def test_a_replaced_entry_counts_from_the_next_request(
         assert (status, got) == (200, b"second")
 
 
-async def test_a_stale_entry_goes_to_the_policy(origin: FakeOrigin, make_proxy: MakeProxy) -> None:
+async def test_a_stale_entry_goes_to_the_policy(
+    origin: FakeOrigin, make_proxy: MakeProxy, clock: FakeClock
+) -> None:
     # Long enough that the hits below are fresh even on a loaded machine.
     origin.add("/s.jpg", Obj(body=b"short", headers={**HEADERS, "Cache-Control": "max-age=4"}))
     proxy = await make_proxy(origin.url)
     await stored(proxy, "/s.jpg")
     await hits(proxy, "/s.jpg", 2)
-    await asyncio.sleep(4.5)
+    clock.advance(4.5)
     resp, got = await proxy.get("/s.jpg")
     assert got == b"short" and "fwd=stale" in cache_status(resp)
     assert origin.hits["/s.jpg"] == 2  # revalidated

@@ -20,6 +20,7 @@ from aiohttp.test_utils import RawTestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from storage.layout import primary_key_hash
+from tests.clock import FakeClock
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
 
@@ -33,7 +34,8 @@ CACHEABLE = {
     "Content-Type": "application/octet-stream",
     "ETag": '"v1"',
 }
-# max-age=1 with a Date of one-second resolution: stale for certain after this long.
+# max-age=1 with a Date of one-second resolution: stale for certain once the clock moved
+# this far.
 STALE_AFTER = 1.1
 BODY = pattern_bytes(5000, seed=7)
 
@@ -146,7 +148,7 @@ async def scripted() -> AsyncIterator[MakeScripted]:
 
 
 async def test_stale_entry_revalidates_with_if_none_match_and_304_freshens_it(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.1: a stale entry with an ETag is validated with If-None-Match.
     §4.3.4: a 304 freshens it: the stored body is served, and the fields the 304 carried
@@ -155,7 +157,7 @@ async def test_stale_entry_revalidates_with_if_none_match_and_304_freshens_it(
     origin.add("/reval.jpg", Obj(body=BODY, headers={**v1, "X-Version": "1"}))
     resp, _ = await proxy.get("/reval.jpg")
     assert "stored" in params(resp)
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     # Same ETag, new fields and a body that must never reach the client: only a 304 and the
     # stored body can produce what the client is expected to get.
     v2 = {**v1, "Cache-Control": "max-age=600", "X-Version": "2"}
@@ -177,7 +179,7 @@ async def test_stale_entry_revalidates_with_if_none_match_and_304_freshens_it(
 
 @pytest.mark.parametrize("directives", ["private, max-age=600", "no-store, max-age=600"])
 async def test_304_that_makes_the_response_private_or_no_store_is_not_reused(
-    origin: FakeOrigin, proxy: Proxy, directives: str
+    origin: FakeOrigin, proxy: Proxy, directives: str, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.4: a 304 updates the stored response with the fields it carries;
     §3 and §5.2.2.7: a shared cache must not store a response with `private`, nor
@@ -186,7 +188,7 @@ async def test_304_that_makes_the_response_private_or_no_store_is_not_reused(
     headers = {**CACHEABLE, "Cache-Control": "max-age=1"}
     origin.add("/turns-private", Obj(body=BODY, headers=headers))
     await proxy.get("/turns-private")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     origin.add("/turns-private", Obj(body=BODY, headers={**headers, "Cache-Control": directives}))
 
     resp, body = await proxy.get("/turns-private")
@@ -198,7 +200,7 @@ async def test_304_that_makes_the_response_private_or_no_store_is_not_reused(
 
 
 async def test_200_on_revalidation_replaces_the_stored_body(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.3: a full (200) response to the conditional request replaces the
     stored response, body included."""
@@ -206,7 +208,7 @@ async def test_200_on_revalidation_replaces_the_stored_body(
         "/replace.jpg", Obj(body=b"one", headers={**CACHEABLE, "Cache-Control": "max-age=1"})
     )
     await proxy.get("/replace.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     origin.add("/replace.jpg", Obj(body=b"two-two", headers={**CACHEABLE, "ETag": '"v2"'}))
 
     resp, body = await proxy.get("/replace.jpg")
@@ -219,14 +221,14 @@ async def test_200_on_revalidation_replaces_the_stored_body(
 
 
 async def test_concurrent_requests_for_a_stale_entry_make_one_revalidation(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.1 and §4 (collapsed requests, RFC 9211 §2.6): every client waiting on a
     stale key is answered by the one conditional request in flight."""
     headers = {**CACHEABLE, "Cache-Control": "max-age=1"}
     origin.add("/herd.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/herd.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     # The 304 is held back long enough for every request below to find the fill in flight.
     origin.add("/herd.jpg", Obj(body=BODY, headers=CACHEABLE, header_delay=0.4))
 
@@ -240,14 +242,14 @@ async def test_concurrent_requests_for_a_stale_entry_make_one_revalidation(
 
 
 async def test_last_modified_only_entry_revalidates_with_if_modified_since(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.1: without an ETag, the stored Last-Modified is sent as
     If-Modified-Since; the origin's 304 freshens the entry (§4.3.4)."""
     headers = {"Cache-Control": "max-age=1", "Last-Modified": LAST_MODIFIED}
     origin.add("/lm.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/lm.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     origin.add(
         "/lm.jpg", Obj(body=b"not this", headers={**headers, "Cache-Control": "max-age=600"})
     )
@@ -267,7 +269,7 @@ async def test_last_modified_only_entry_revalidates_with_if_modified_since(
 
 
 async def test_stale_while_revalidate_serves_stale_at_once_and_refreshes_in_background(
-    scripted: MakeScripted, make_proxy: MakeProxy
+    scripted: MakeScripted, make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     """RFC 5861 §3: within the stale-while-revalidate window, a stale response is served
     at once while one request revalidates it in the background; afterwards the entry is
@@ -287,7 +289,7 @@ async def test_stale_while_revalidate_serves_stale_at_once_and_refreshes_in_back
     await proxy.get("/swr.jpg")
     await committed(proxy, "/swr.jpg")
     before = await proxy.store.identity(primary_key_hash("/swr.jpg"))
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
 
     # Answered while the origin still holds the refresh: it cannot have waited for it.
     resp, body = await asyncio.wait_for(proxy.get("/swr.jpg"), 5)
@@ -315,14 +317,14 @@ async def test_stale_while_revalidate_serves_stale_at_once_and_refreshes_in_back
 
 
 async def test_stale_if_error_serves_the_stale_entry_when_the_origin_answers_503(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 5861 §4: within the stale-if-error window, a 5xx from the origin is replaced by
     the stale stored response."""
     headers = {**CACHEABLE, "Cache-Control": "max-age=1, stale-if-error=60"}
     origin.add("/sie.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/sie.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     origin.add("/sie.jpg", Obj(body=b"down", status=503))
 
     resp, body = await proxy.get("/sie.jpg")
@@ -332,12 +334,14 @@ async def test_stale_if_error_serves_the_stale_entry_when_the_origin_answers_503
     assert origin.hits["/sie.jpg"] == 2
 
 
-async def test_request_stale_if_error_is_honoured(origin: FakeOrigin, proxy: Proxy) -> None:
+async def test_request_stale_if_error_is_honoured(
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
+) -> None:
     """RFC 5861 §4: stale-if-error is also a request directive: the client accepts a stale
     response for that long if the origin fails."""
     origin.add("/req-sie.jpg", Obj(body=BODY, headers={**CACHEABLE, "Cache-Control": "max-age=1"}))
     await proxy.get("/req-sie.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     origin.add("/req-sie.jpg", Obj(body=b"down", status=503))
     resp, body = await proxy.get("/req-sie.jpg", headers={"Cache-Control": "stale-if-error=60"})
     assert resp.status == 200 and body == BODY
@@ -347,7 +351,7 @@ async def test_request_stale_if_error_is_honoured(origin: FakeOrigin, proxy: Pro
 
 
 async def test_cacheable_5xx_during_stale_if_error_does_not_replace_the_stale_entry(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.3: a 5xx to a validation request is either forwarded, or the cache
     acts "as if the server failed to respond" and may send the stored response. Having
@@ -357,19 +361,19 @@ async def test_cacheable_5xx_during_stale_if_error_does_not_replace_the_stale_en
     headers = {**CACHEABLE, "Cache-Control": "max-age=1, stale-if-error=60"}
     origin.add("/sie-cacheable.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/sie-cacheable.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     error = Obj(body=b"down", status=503, headers={"Cache-Control": "max-age=60"})
     origin.add("/sie-cacheable.jpg", error)
 
     resp, body = await proxy.get("/sie-cacheable.jpg")
     assert resp.status == 200 and body == BODY and 'detail="stale-if-error"' in params(resp)
-    await asyncio.sleep(0.2)  # let the fill finish whatever it does with the 503
+    await proxy.fills_ended()  # the fill has done whatever it does with the 503
     resp, body = await proxy.get("/sie-cacheable.jpg")
     assert resp.status == 200 and body == BODY, f"got {resp.status} {cache_status(resp)!r}"
 
 
 async def test_replaced_5xx_response_does_not_leak_its_origin_connection(
-    scripted: MakeScripted, make_proxy: MakeProxy
+    scripted: MakeScripted, make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.3 / RFC 5861 §4: when the cache answers from the stale entry instead
     of the origin's 5xx, it is done with that 5xx and must let its connection go (close it
@@ -397,7 +401,7 @@ async def test_replaced_5xx_response_does_not_leak_its_origin_connection(
     origin = await scripted(respond)
     proxy = await make_proxy(origin.url)
     await proxy.get("/leak")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     resp, body = await proxy.get("/leak")
     assert resp.status == 200 and body == b"good" and 'detail="stale-if-error"' in params(resp)
 
@@ -408,14 +412,14 @@ async def test_replaced_5xx_response_does_not_leak_its_origin_connection(
 
 
 async def test_stale_if_error_serves_the_stale_entry_when_the_origin_is_down(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 5861 §4: "an error is any situation that would result in a 500, 502, 503, or 504
     HTTP response status code being returned": a refused connection counts."""
     headers = {**CACHEABLE, "Cache-Control": "max-age=1, stale-if-error=60"}
     origin.add("/down.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/down.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     await origin.stop()
 
     resp, body = await proxy.get("/down.jpg")
@@ -424,7 +428,7 @@ async def test_stale_if_error_serves_the_stale_entry_when_the_origin_is_down(
 
 
 async def test_must_revalidate_beats_stale_if_error_and_grace(
-    origin: FakeOrigin, make_proxy: MakeProxy
+    origin: FakeOrigin, make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §5.2.2.2 and §4.2.4: with must-revalidate a stale response is never served
     without successful validation, whatever stale-if-error or the operator's grace say: the
@@ -433,7 +437,7 @@ async def test_must_revalidate_beats_stale_if_error_and_grace(
     headers = {**CACHEABLE, "Cache-Control": "max-age=1, stale-if-error=60, must-revalidate"}
     origin.add("/mr.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/mr.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     origin.add("/mr.jpg", Obj(body=b"down", status=503))
 
     resp, body = await proxy.get("/mr.jpg")
@@ -447,7 +451,7 @@ async def test_must_revalidate_beats_stale_if_error_and_grace(
 
 
 async def test_operator_grace_serves_stale_when_the_origin_fails(
-    origin: FakeOrigin, make_proxy: MakeProxy
+    origin: FakeOrigin, make_proxy: MakeProxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.2.4 lets a cache serve stale when disconnected from the origin; RFC 5861
     §4's behaviour by operator setting: grace=60 serves the stale entry on a 503 although the
@@ -458,7 +462,7 @@ async def test_operator_grace_serves_stale_when_the_origin_fails(
     origin.add("/grace.jpg", Obj(body=BODY, headers=headers))
     await with_grace.get("/grace.jpg")
     await without_grace.get("/grace.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     origin.add("/grace.jpg", Obj(body=b"down", status=503))
 
     resp, body = await with_grace.get("/grace.jpg")
@@ -488,14 +492,14 @@ async def test_request_max_age_0_forces_validation(origin: FakeOrigin, proxy: Pr
 
 
 async def test_request_max_stale_accepts_a_stale_entry_without_the_origin(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §5.2.1.2: max-stale (with a limit the staleness is within, or without a
     value) lets the cache serve a stale response without contacting the origin; with a
     limit exceeded (max-stale=0), it validates."""
     origin.add("/ms.jpg", Obj(body=BODY, headers={**CACHEABLE, "Cache-Control": "max-age=1"}))
     await proxy.get("/ms.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     for value in ("max-stale=60", "max-stale"):
         resp, body = await proxy.get("/ms.jpg", headers={"Cache-Control": value})
         assert resp.status == 200 and body == BODY
@@ -507,14 +511,14 @@ async def test_request_max_stale_accepts_a_stale_entry_without_the_origin(
 
 
 async def test_request_max_stale_does_not_override_must_revalidate(
-    origin: FakeOrigin, proxy: Proxy
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §5.2.2.2: once stale, a must-revalidate response is not used without
     successful validation, whatever max-stale the request allows."""
     headers = {**CACHEABLE, "Cache-Control": "max-age=1, must-revalidate"}
     origin.add("/ms-mr.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/ms-mr.jpg")
-    await asyncio.sleep(STALE_AFTER)
+    clock.advance(STALE_AFTER)
     resp, body = await proxy.get("/ms-mr.jpg", headers={"Cache-Control": "max-stale=60"})
     assert body == BODY and not is_hit(resp) and "fwd=stale" in params(resp)
     assert origin_headers(origin, "/ms-mr.jpg")[-1]["If-None-Match"] == '"v1"'

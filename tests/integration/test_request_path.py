@@ -8,6 +8,7 @@ from pathlib import Path
 
 from yarl import URL
 
+from tests.clock import FakeClock
 from tests.fake_origin import FakeOrigin, Obj
 from tests.integration.conftest import Proxy, cache_status
 
@@ -217,10 +218,12 @@ async def test_authorization_requests_are_not_served_from_shared_entries(
     assert cache_status(resp).startswith("pixcache; hit")
 
 
-async def test_stale_entry_is_fetched_again_and_replaced(origin: FakeOrigin, proxy: Proxy) -> None:
+async def test_stale_entry_is_fetched_again_and_replaced(
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
+) -> None:
     origin.add("/stale", Obj(body=b"one", headers={"Cache-Control": "max-age=1"}))
     await proxy.get("/stale")
-    await asyncio.sleep(1.2)
+    clock.advance(1.2)
     origin.add("/stale", Obj(body=b"two", headers={"Cache-Control": "max-age=60"}))
     resp, body = await proxy.get("/stale")
     assert body == b"two" and cache_status(resp).startswith("pixcache; fwd=stale")

@@ -86,7 +86,11 @@ def start_pixcache(
     )
     if log is not None:
         out.close()
-    wait_for_port(port, proc)
+    try:
+        wait_for_port(port, proc)
+    except BaseException:
+        stop(proc, signal.SIGKILL)  # one that never listened must not outlive the test
+        raise
     return proc
 
 

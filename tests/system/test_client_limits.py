@@ -11,7 +11,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -233,9 +233,9 @@ async def test_past_max_connections_with_every_connection_busy_new_ones_get_503(
             origin.add(f"/slow{n}", Obj(size=200_000, mode="pause", pause_seconds=60))
         origin.add("/x.jpg", Obj(body=b"x" * 1000, headers={"Cache-Control": "max-age=60"}))
         port = free_port()
-        proc = start_pixcache(
-            origin.url, tmp_path / "cache", port, "--max-connections", "5", log=tmp_path / "log"
-        )
+        # A short grace: the stalled fills are still in flight when the test stops it.
+        flags = ("--max-connections", "5", "--shutdown-grace", "0.5")
+        proc = start_pixcache(origin.url, tmp_path / "cache", port, *flags, log=tmp_path / "log")
         busy = []
         try:
             for n in range(5):
@@ -281,9 +281,10 @@ def test_a_connection_limit_beyond_the_open_files_limit_is_refused_at_start(
     assert "--max-connections" in result.stderr and "256" in result.stderr
 
 
-async def stalled_client(port: int, path: bytes, stall: float) -> tuple[int, float]:
-    """Ask for `path` on a socket with a small receive buffer, read nothing for `stall`
-    seconds, then read to the end: the bytes received and when the connection ended."""
+async def stalled_client(port: int, path: bytes, cut: Callable[[], bool]) -> tuple[int, float]:
+    """Ask for `path` on a socket with a small receive buffer, read nothing until `cut()`
+    says the server gave up on us (bounded), then read to the end: the bytes received and
+    when the connection ended."""
     import socket
 
     sock = socket.socket()
@@ -294,7 +295,10 @@ async def stalled_client(port: int, path: bytes, stall: float) -> tuple[int, flo
     began = time.monotonic()
     try:
         writer.write(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path)
-        await asyncio.sleep(stall)
+        for _ in range(3000):
+            if cut():
+                break
+            await asyncio.sleep(0.01)
         received = len(await read_to_close(reader, timeout=30))
     finally:
         writer.close()
@@ -313,8 +317,12 @@ async def test_a_client_that_stops_reading_is_cut_at_the_send_timeout(tmp_path: 
         proc = start_pixcache(
             origin_url, tmp_path / "cache", port, "--client-send-timeout", "2", log=log
         )
-        for attempt in ("miss", "hit"):
-            stalled = asyncio.create_task(stalled_client(port, b"/big.bin", stall=6))
+        for cuts, attempt in enumerate(("miss", "hit"), start=1):
+
+            def cut(cuts: int = cuts) -> bool:
+                return log.read_text().count("client_send_timeout") >= cuts
+
+            stalled = asyncio.create_task(stalled_client(port, b"/big.bin", cut))
             await asyncio.sleep(0.5)
             assert await get_once(port) == 200  # /x.jpg meanwhile: the worker is not held
             received, _ = await stalled

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.commits import storing
 from tests.fake_origin import pattern_bytes
 from tests.system.procs import free_port, start_origin, start_pixcache, stop
 
@@ -31,7 +32,7 @@ async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(tmp_path: Pat
     proc = start_pixcache(origin_url, tmp_path / "cache", port)
     try:
         task = asyncio.ensure_future(_read_all(f"http://127.0.0.1:{port}/slow.jpg"))
-        await asyncio.sleep(0.3)
+        await storing(tmp_path / "cache")  # the request is in flight
         proc.send_signal(signal.SIGTERM)
         status, body = await task
         assert status == 200 and body == pattern_bytes(SIZE, SEED)
@@ -49,7 +50,7 @@ async def test_sigterm_abandons_a_fill_past_the_grace_cleanly(tmp_path: Path) ->
     proc = start_pixcache(origin_url, tmp_path / "cache", port, "--shutdown-grace", "0.5")
     try:
         task = asyncio.ensure_future(_read_all(f"http://127.0.0.1:{port}/slower.jpg"))
-        await asyncio.sleep(0.5)
+        await storing(tmp_path / "cache")  # the fill is under way
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 20) == 0
         status, body = await task
@@ -64,10 +65,14 @@ async def test_sigterm_abandons_a_fill_past_the_grace_cleanly(tmp_path: Path) ->
 async def test_sighup_reloads_nothing_and_keeps_serving(tmp_path: Path) -> None:
     origin, origin_url = start_origin({"/a.jpg": (1000, 1)})
     port = free_port()
-    proc = start_pixcache(origin_url, tmp_path / "cache", port)
+    log = tmp_path / "pixcache.log"
+    proc = start_pixcache(origin_url, tmp_path / "cache", port, log=log)
     try:
         proc.send_signal(signal.SIGHUP)
-        await asyncio.sleep(0.3)
+        for _ in range(1000):  # until the signal was handled (bounded)
+            if proc.poll() is not None or '"sighup"' in log.read_text():
+                break
+            await asyncio.sleep(0.01)
         assert proc.poll() is None
         status, body = await _read_all(f"http://127.0.0.1:{port}/a.jpg")
         assert status == 200 and body == pattern_bytes(1000, 1)

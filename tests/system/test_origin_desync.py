@@ -6,7 +6,10 @@ request with Transfer-Encoding is refused and ends its connection."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import re
+import sys
+import termios
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,6 +45,7 @@ class UnaskingOrigin:
         self.targets: list[bytes] = []
         self.connections = 0
         self.opened_by: list[bytes] = []  # the first request of each connection
+        self.first_answered = asyncio.Event()  # set by the test once its client has it
         self.unasked_sent = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -67,14 +71,30 @@ class UnaskingOrigin:
                 writer.write(response(target))
                 await writer.drain()
                 if target == b"/first":
-                    await asyncio.sleep(0.3)  # pixcache has put the connection in its pool
+                    # The client has the whole body, so pixcache read all of it and has
+                    # put the connection back in its pool.
+                    await asyncio.wait_for(self.first_answered.wait(), 20)
                     writer.write(UNASKED)
                     await writer.drain()
+                    await acknowledged(writer)  # the unasked bytes have reached pixcache
                     self.unasked_sent.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
+
+
+async def acknowledged(writer: asyncio.StreamWriter, seconds: float = 10.0) -> None:
+    """Wait until the peer's kernel has acknowledged every byte written: they wait in its
+    receive queue, where a poll(2) sees them."""
+    sock = writer.get_extra_info("socket")
+    unacked = bytearray(4)
+    for _ in range(int(seconds / 0.005)):
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, unacked)
+        if int.from_bytes(unacked, sys.byteorder) == 0:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"bytes still unacknowledged after {seconds} s")
 
 
 @asynccontextmanager
@@ -99,8 +119,8 @@ async def test_bytes_sent_on_an_idle_origin_connection_answer_no_request(tmp_pat
     origin = UnaskingOrigin()
     async with pixcache_before(origin, tmp_path) as port, aiohttp.ClientSession() as session:
         assert await get(session, port, "/first") == (200, b"object at /first\n")
+        origin.first_answered.set()
         await asyncio.wait_for(origin.unasked_sent.wait(), 5)
-        await asyncio.sleep(0.1)  # the unasked bytes have reached pixcache
         assert await get(session, port, "/second") == (200, b"object at /second\n")
         # Stored as what the origin sent for it, not the unasked bytes.
         assert await get(session, port, "/second") == (200, b"object at /second\n")
@@ -162,13 +182,20 @@ async def test_http10_with_transfer_encoding_behind_a_body_is_refused(tmp_path: 
         try:
             writer.write(b"GET /first HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
             await writer.drain()
-            await asyncio.sleep(0.3)  # the head is parsed; its body has not arrived
+            for _ in range(2000):  # the head is parsed (its fill asked the origin) ...
+                if b"/first" in origin.targets:
+                    break
+                await asyncio.sleep(0.005)
+            else:
+                raise AssertionError("the head never reached the origin")
+            # ... and its body has not arrived
             writer.write(
                 b"0123456789"
                 b"GET /smuggled HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                 b"Connection: keep-alive\r\n\r\n0\r\n\r\n"
             )
             await writer.drain()
+            origin.first_answered.set()  # the origin goes on to send its unasked response
             async with asyncio.timeout(10):
                 data = await reader.read(-1)
         finally:

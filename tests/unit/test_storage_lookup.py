@@ -7,6 +7,7 @@ Store.commit); only deliberately broken files are written by hand."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -75,6 +76,13 @@ def write_entry(
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def earlier_garbage_collected() -> None:
+    """Descriptors that earlier tests in this process left to the garbage collector are
+    closed before a test counts descriptors, not while it counts them."""
+    gc.collect()
 
 
 def read_body(entry: OpenEntry) -> bytes:

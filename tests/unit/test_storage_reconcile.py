@@ -3,6 +3,7 @@ names (a crash between a commit's two renames) are removed once they are old eno
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -11,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 
-import storage.store
 from storage.entry import EntryMeta, new_body_id
 from storage.store import UNNAMED_BODY_SWEEP, Store, VaryPlan
 from storage.walk import TEMP_GRACE
@@ -103,20 +103,24 @@ async def test_upkeep_sweeps_unnamed_bodies_while_running(store: Store) -> None:
 
 
 async def test_upkeep_sweeps_on_schedule_on_a_machine_booted_a_moment_ago(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """The monotonic clock starts near zero at boot: the first round sweeps all the same,
     and the next sweep comes UNNAMED_BODY_SWEEP seconds later."""
     uptime = [5.0]
-    clock = SimpleNamespace(time=time.time, monotonic=lambda: uptime[0])
-    monkeypatch.setattr(storage.store, "time", clock)  # this module's clock only
-    first = stray_body(store, "e1" * 32, TEMP_GRACE + 60)
-    await store.maintain()
-    assert not first.exists()
-    second = stray_body(store, "e2" * 32, TEMP_GRACE + 60)
-    uptime[0] += UNNAMED_BODY_SWEEP - 1
-    await store.maintain()
-    assert second.exists()  # not due yet
-    uptime[0] += 2
-    await store.maintain()
-    assert not second.exists()
+    clock = SimpleNamespace(now=time.time, monotonic=lambda: uptime[0], sleep=asyncio.sleep)
+    store = Store(tmp_path / "booted", clock=clock)
+    store.prepare()
+    try:
+        first = stray_body(store, "e1" * 32, TEMP_GRACE + 60)
+        await store.maintain()
+        assert not first.exists()
+        second = stray_body(store, "e2" * 32, TEMP_GRACE + 60)
+        uptime[0] += UNNAMED_BODY_SWEEP - 1
+        await store.maintain()
+        assert second.exists()  # not due yet
+        uptime[0] += 2
+        await store.maintain()
+        assert not second.exists()
+    finally:
+        store.close()

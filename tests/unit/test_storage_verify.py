@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from storage.remove import remove_entry
 from storage.scrub import Scrubber
 from storage.verify import NotACache, Problem, scan, verify_entry
 from storage.walk import TEMP_GRACE, iter_entry_files, iter_orphans
+from tests.clock import FakeClock
 from tests.entries import body_of, commit
 
 BODY = bytes(range(256)) * 40  # 10 KiB
@@ -79,6 +81,13 @@ def refresh(head: Path) -> None:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(autouse=True)
+def earlier_garbage_collected() -> None:
+    """Descriptors that earlier tests in this process left to the garbage collector are
+    closed before a test counts descriptors, not while it counts them."""
+    gc.collect()
 
 
 # -- verify_entry ------------------------------------------------------------------------
@@ -680,21 +689,24 @@ async def test_the_scrubber_removes_a_head_whose_body_is_missing(layout: Layout)
 async def test_scrubbing_reads_at_most_the_rate(layout: Layout) -> None:
     for i in range(3):
         await commit(layout, os.urandom(1_000_000), key=f"/{i}")
-    scrubber = Scrubber(layout, 1_000_000, Reports())
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    clock = FakeClock(virtual=True)  # its sleeps take no real time
+    scrubber = Scrubber(layout, 1_000_000, Reports(), clock=clock)
+    started = clock.monotonic()
     await scrubber.scrub_pass()
     # 3 MB at 1 MB/s: the lower bound is the behaviour; how fast it can go is bench/'s business.
-    assert loop.time() - started >= 2.0
+    assert clock.monotonic() - started >= 2.0
 
 
 async def scrub_while(layout: Layout, change: Callable[[], Awaitable[None]]) -> Reports:
     """Scrub slowly (64 KiB/s, 64 KiB chunks) and `change` the entry after its first chunk."""
     reports = Reports()
-    scrubber = Scrubber(layout, 65536, reports)
+    clock = FakeClock()
+    scrubber = Scrubber(layout, 65536, reports, clock=clock)
     task = asyncio.create_task(scrubber.scrub_pass())
-    await asyncio.sleep(0.3)  # the first chunk is read; the scrubber is pacing
+    await clock.until_sleeping()  # the first chunk is read; the scrubber is pacing
     await change()
+    clock.virtual = True  # the rest of the pass without waiting out its pacing
+    clock.advance(0)
     await asyncio.wait_for(task, 20)
     return reports
 
@@ -771,12 +783,17 @@ async def test_the_scrubber_keeps_an_entry_refreshed_under_it_until_the_next_pas
 async def test_a_cancelled_scrubber_leaves_no_descriptor_open(layout: Layout) -> None:
     await commit(layout, os.urandom(300_000))
     before = open_fds()
-    task = asyncio.create_task(Scrubber(layout, 65536, Reports()).run())
-    await asyncio.sleep(0.3)
+    clock = FakeClock()
+    task = asyncio.create_task(Scrubber(layout, 65536, Reports(), clock=clock).run())
+    await clock.until_sleeping()  # in the middle of the entry, pacing
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.1)  # a thread call in flight finishes and closes its descriptor
+    # A thread call in flight finishes and closes its descriptor.
+    for _ in range(200):
+        if open_fds() == before:
+            break
+        await asyncio.sleep(0.01)
     assert open_fds() == before
 
 
