@@ -82,7 +82,8 @@ def test_missing_origin_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_taken_admin_port_exits_2_naming_the_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_taken_admin_port_exits_2_naming_the_setting(tmp_path: Path, workers: str) -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
@@ -99,6 +100,8 @@ def test_taken_admin_port_exits_2_naming_the_setting(tmp_path: Path) -> None:
             listen,
             "--admin-listen",
             admin,
+            "--workers",
+            workers,
             tmp_path=tmp_path,
         )
     assert result.returncode == 2
