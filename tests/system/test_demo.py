@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import random
 import re
 import signal
 import socket
@@ -29,25 +28,6 @@ SERVING = re.compile(r"^pixcache demo: serving http://127\.0\.0\.1:(\d+)/", re.M
 ADMIN = re.compile(r"admin listener on 127\.0\.0\.1:(\d+);")
 # The ports `pixcache serve` listens on by default, which a newcomer often has in use.
 DEFAULT_PORTS = (8080, 8081)
-
-
-def quiet_port(*other: int) -> int:
-    """A free loopback port below the kernel's ephemeral range. Ports from that range (what
-    free_port() finds) are handed to every bind to port 0 and every outgoing connection on
-    this machine, so one can be taken between finding it and the demo binding it; one below
-    it is taken only by a program that names it."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(100):
-        port = random.randrange(max(1024, low - 10000), low)
-        if port in other:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port below the ephemeral range")
 
 
 @contextmanager
@@ -182,8 +162,8 @@ def test_demo_refuses_a_taken_port_it_was_given_naming_the_setting(tmp_path: Pat
 
 
 def test_demo_listens_where_the_environment_says(tmp_path: Path) -> None:
-    port = quiet_port()
-    admin_port = quiet_port(port)
+    port = free_port()
+    admin_port = free_port(port)
     proc, tmpdir, out = start_demo(
         tmp_path,
         PIXCACHE_LISTEN=f"127.0.0.1:{port}",
@@ -206,8 +186,8 @@ def test_demo_listens_where_the_environment_says(tmp_path: Path) -> None:
 
 
 def test_a_flag_wins_over_the_environment(tmp_path: Path) -> None:
-    port = quiet_port()
-    env_port = quiet_port(port)
+    port = free_port()
+    env_port = free_port(port)
     proc, tmpdir, out = start_demo(
         tmp_path, "--listen", f"127.0.0.1:{port}", PIXCACHE_LISTEN=f"127.0.0.1:{env_port}"
     )
