@@ -25,7 +25,7 @@ RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent \
 WORKDIR /var/cache/pixcache
 USER pixcache
 
-# Every setting can be given as PIXCACHE_* (see README); the origin is required.
+# Every setting can be given as PIXCACHE_* (see docs/configuration.md); the origin is required.
 ENV PIXCACHE_LISTEN=0.0.0.0:8080 \
     PIXCACHE_CACHE_DIR=/var/cache/pixcache \
     PIXCACHE_LOG_FORMAT=json

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from multidict import CIMultiDict
 
 from proxy import metrics
 from proxy.admin import build_admin_app
-from proxy.config import Config
+from proxy.config import Config, ConfigError
 from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits
 from proxy.fill import FillSettings
 from proxy.fills import Fills
@@ -43,6 +45,8 @@ UPKEEP_INTERVAL = 1.0
 STORE_KEY = web.AppKey("store", Store)
 FILLS_KEY = web.AppKey("fills", Fills)
 READINESS_KEY = web.AppKey("readiness", Readiness)
+# A listener's bound (host, port).
+Address = tuple[str, int]
 
 
 def build_admin(config: Config, app: web.Application) -> web.Application:
@@ -240,8 +244,17 @@ async def scrub(store: Store, bytes_per_second: int) -> None:
     await Scrubber(store.layout, bytes_per_second, found, clock=store.clock).run()
 
 
-async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> None:
-    """Serve until SIGTERM or SIGINT, from a store that `Store.prepare` has readied."""
+async def serve(
+    config: Config,
+    store: Store,
+    *,
+    reuse_port: bool = False,
+    listening: Callable[[Address, Address], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, from a store that `Store.prepare` has readied.
+    `listening` is called with the addresses both listeners are bound to (a port 0 in the
+    configuration is the one the kernel picked) once both accept connections. A port that
+    cannot be bound raises ConfigError naming its setting."""
     # Signal handlers first: a signal that comes as soon as the port listens is handled.
     stop = asyncio.Event()
     hurry = asyncio.Event()  # SIGINT once stopping: end the shutdown delay now
@@ -265,12 +278,7 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         shutdown_timeout=config.shutdown_grace,
     )
     await runner.setup()
-    site = web.TCPSite(
-        runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port, backlog=1024
-    )
-    await site.start()
     admin_app = build_admin(config, app)
-    admin_app[WARM].target = loopback_url(runner.addresses[0])
     admin_runner = LimitedRunner(
         admin_app,
         replace(limits, max_connections=ADMIN_MAX_CONNECTIONS),
@@ -278,24 +286,37 @@ async def serve(config: Config, store: Store, *, reuse_port: bool = False) -> No
         handle_signals=False,
     )
     await admin_runner.setup()
-    admin_site = web.TCPSite(
-        admin_runner,
-        config.admin_host,
-        config.admin_port,
-        reuse_address=True,
-        reuse_port=reuse_port,
-    )
-    await admin_site.start()
-    log.info(
-        "listening",
-        host=config.host,
-        port=config.port,
-        admin=f"{config.admin_host}:{config.admin_port}",
-        origin=config.origin.base_url,
-        cache_dir=str(config.cache_dir),
-        temp_files_swept=store.swept,
-    )
     try:
+        site = web.TCPSite(
+            runner,
+            config.host,
+            config.port,
+            reuse_address=True,
+            reuse_port=reuse_port,
+            backlog=1024,
+        )
+        await _bind(site, "listen", config.host, config.port)
+        admin_app[WARM].target = loopback_url(runner.addresses[0])
+        admin_site = web.TCPSite(
+            admin_runner,
+            config.admin_host,
+            config.admin_port,
+            reuse_address=True,
+            reuse_port=reuse_port,
+        )
+        await _bind(admin_site, "admin_listen", config.admin_host, config.admin_port)
+        bound, admin_bound = _bound_address(runner), _bound_address(admin_runner)
+        log.info(
+            "listening",
+            host=bound[0],
+            port=bound[1],
+            admin=f"{admin_bound[0]}:{admin_bound[1]}",
+            origin=config.origin.base_url,
+            cache_dir=str(config.cache_dir),
+            temp_files_swept=store.swept,
+        )
+        if listening is not None:
+            listening(bound, admin_bound)
         await stop.wait()
         await drain(app[READINESS_KEY], hurry, config.shutdown_delay)
     finally:
@@ -315,3 +336,18 @@ async def drain(readiness: Readiness, hurry: asyncio.Event, delay: float) -> Non
     log.info("draining", seconds=delay)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(hurry.wait(), delay)
+
+
+async def _bind(site: web.TCPSite, setting: str, host: str, port: int) -> None:
+    """Start a listener; an address in use (or not ours) is the setting's fault."""
+    try:
+        await site.start()
+    except OSError as exc:
+        # asyncio puts the address into the message; the errno's text is the reason.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(setting, f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def _bound_address(runner: web.BaseRunner) -> Address:
+    host, port = runner.addresses[0][:2]
+    return str(host), int(port)

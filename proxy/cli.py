@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
-from proxy import purge_cmd, verify_cmd, warm_cmd
+from proxy import demo_cmd, purge_cmd, verify_cmd, warm_cmd
 from proxy.config import SETTINGS, Config, ConfigError, build_config
 from proxy.logs import configure_logging
 from storage.store import Store
 
 # proxy.app (and with it prometheus-client) is imported only once the configuration is
 # known: with several workers, the metrics must be created in multiprocess mode.
-
-SAMPLES = Path(__file__).parent / "samples"
 
 HELP = {
     "origin": "where misses are fetched: http(s)://host[:port][/prefix], s3://BUCKET[/PREFIX] "
@@ -135,10 +132,7 @@ def parser() -> argparse.ArgumentParser:
     verify_cmd.add_parser(commands)
     purge_cmd.add_parser(commands)
     warm_cmd.add_parser(commands)
-    demo = commands.add_parser(
-        "demo", help="serve the bundled sample images through a cache in a temp directory"
-    )
-    demo.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT to serve on")
+    demo_cmd.add_parser(commands)
     return root
 
 
@@ -165,20 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         return purge_cmd.run(args)
     if args.command == "warm":
         return warm_cmd.run(args)
+    if args.command == "demo":
+        return demo_cmd.run(args)
     flags: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     try:
-        if args.command == "demo":
-            cache_dir = tempfile.mkdtemp(prefix="pixcache-demo-")
-            config = build_config(
-                {"origin": f"file://{SAMPLES}", "cache_dir": cache_dir, "listen": args.listen},
-                environ={},
-            )
-            print(f"pixcache demo: serving {SAMPLES} on http://{args.listen}/ (cache {cache_dir})")
-            for sample in sorted(SAMPLES.iterdir()):
-                print(f"  curl -sI http://{args.listen}/{sample.name}")
-            sys.stdout.flush()
-        else:
-            config = build_config(flags)
+        config = build_config(flags)
         if config.workers > 1:
             _metrics_across_workers()
         store = _prepare_store(config)

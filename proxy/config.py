@@ -36,7 +36,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Deadlines:
-    """Seconds allowed for each stage of an origin fetch (see README)."""
+    """Seconds allowed for each stage of an origin fetch (see docs/configuration.md)."""
 
     connect: float = 5.0
     tls: float = 5.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -20,7 +21,7 @@ import uvloop
 
 from proxy import metrics
 from proxy.app import serve
-from proxy.config import Config
+from proxy.config import Config, ConfigError
 from proxy.connections import plan_connections
 from storage.store import Store
 
@@ -32,7 +33,7 @@ CRASH_LOOP_SECONDS = 1.0
 
 def run(config: Config, store: Store) -> None:
     """Serve, in this process or in worker processes. Raises ConfigError when the
-    connection limit does not fit the open-files limit."""
+    connection limit does not fit the open-files limit, or an address cannot be listened on."""
     config = replace(config, max_connections=plan_connections(config))
     if config.workers > 1:
         run_workers(config, store)
@@ -54,7 +55,27 @@ def _worker(config: Config, store: Store, index: int) -> None:
     os._exit(0)
 
 
+def _check_bindable(setting: str, host: str, port: int) -> None:
+    """Each worker binds for itself, so an address another program holds would make every
+    worker fail as soon as it starts, and the master restart them forever. The master binds
+    it first as the workers will (SO_REUSEADDR, SO_REUSEPORT) and lets go, so that such a
+    start fails at once, naming the setting. (Port 0 is each worker's own pick.)"""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(setting, f"cannot listen on {host}:{port}: {reason}") from None
+
+
 def run_workers(config: Config, store: Store) -> None:
+    _check_bindable("listen", config.host, config.port)
+    _check_bindable("admin_listen", config.admin_host, config.admin_port)
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
     stopping = False
 

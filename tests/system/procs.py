@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,10 +14,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(*other: int) -> int:
+    """A free loopback port for a process to bind later, none of `other`. It is chosen below
+    the kernel's ephemeral range: a port from that range (what a bind to port 0 gives) is
+    also handed to every outgoing connection on the machine, and under load one is often
+    taken between being found here and being bound; below it, only a program that names the
+    port can take it."""
+    low = _EPHEMERAL_LOW
+    for _ in range(1000):
+        port = random.randrange(min(10000, low - 1000), low)
+        if port in other:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:

@@ -33,7 +33,7 @@ CONFIGS = REPO / "nginx"
 # the official image, nginx's cache path, and pixcache's cache dir in compose.yaml.
 UPSTREAM_SERVER = "server pixcache:8080"
 LISTEN = "listen 80;"
-NGINX_CACHE = "/var/cache/nginx/pixcache"
+NGINX_CACHE = "/var/cache/nginx-pixcache"
 PIXCACHE_CACHE = "/var/cache/pixcache/"
 UPSTREAM_LINE = re.compile(r"\s*server\s+[\w.-]+:\d+")
 
