@@ -21,9 +21,7 @@ from proxy import metrics
 from proxy.fills import Fills
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, freshness_lifetime
 from proxy.policy.targeted import effective_headers
-from storage.commit import CommitRefused
-from storage.layout import primary_key_hash
-from storage.store import Store
+from storage import CommitRefused, Store, primary_key_hash
 
 log = structlog.get_logger("pixcache.admin")
 

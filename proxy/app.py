@@ -26,10 +26,7 @@ from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.targeted import effective_headers
 from proxy.policy.transitions import PolicyOptions
 from proxy.wire import keep_header_octets
-from storage.entry import EntryMeta
-from storage.keylock import KeyLock
-from storage.scrub import Scrubber
-from storage.store import Bounds, Store
+from storage import Bounds, EntryMeta, Scrubber, Store
 
 log = structlog.get_logger("pixcache")
 
@@ -148,7 +145,7 @@ def build_app(config: Config, store: Store) -> web.Application:
 async def upkeep(store: Store, config: Config) -> None:
     """Every worker writes its LRU uses; one of them (whoever holds the upkeep lock, taken
     over if it dies) rebuilds the index at start, evicts and runs the scrubber."""
-    upkeep_lock = KeyLock(store.layout.upkeep_lock_file, "0" * 64)
+    upkeep_lock = store.upkeep_lock()
     scrubber: asyncio.Task[None] | None = None
     reconciled = False
     try:

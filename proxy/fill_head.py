@@ -14,7 +14,7 @@ from proxy.origins.base import OriginResponse
 from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
 from proxy.policy.transitions import DEFAULT_POLICY, PolicyOptions
-from storage.entry import EntryMeta
+from storage import EntryMeta
 
 # Request fields a fill never forwards: it fetches the whole, unconditional object for
 # everyone, whatever the client that started it asked for.

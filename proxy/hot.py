@@ -55,9 +55,7 @@ from proxy.policy.targeted import effective_headers
 from proxy.respond import abort, client_headers
 from proxy.sendfile import send_range
 from proxy.wire import _serialize_headers
-from storage.fileid import FileId
-from storage.lookup import OpenEntry
-from storage.publish import write_all
+from storage import FileId, OpenEntry
 
 log = structlog.get_logger("pixcache.hot")
 
@@ -306,7 +304,9 @@ def _sealed_copy(body: bytes) -> int:
     bytes or its size afterwards (memfd_create(2), F_SEAL_*)."""
     fd = os.memfd_create("pixcache-hot-body", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        write_all(fd, body)
+        view = memoryview(body)
+        while view:  # a memory file takes it all at once, unless memory runs short
+            view = view[os.write(fd, view) :]
         seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
     except BaseException:

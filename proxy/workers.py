@@ -22,7 +22,7 @@ from proxy import metrics
 from proxy.app import serve
 from proxy.config import Config
 from proxy.connections import plan_connections
-from storage.store import Store
+from storage import Store
 
 log = structlog.get_logger("pixcache.master")
 
