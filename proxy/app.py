@@ -14,8 +14,9 @@ from multidict import CIMultiDict
 
 from proxy import metrics
 from proxy.admin import build_admin_app
+from proxy.client_limits import ADMIN_MAX_CONNECTIONS, client_limits
 from proxy.config import Config
-from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits
+from proxy.connections import LimitedRunner
 from proxy.fill import FillSettings
 from proxy.fills import Fills
 from proxy.guard import Guard, GuardLimits

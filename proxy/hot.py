@@ -60,7 +60,7 @@ from storage import FileId, OpenEntry
 log = structlog.get_logger("pixcache.hot")
 
 # Each entry keeps its body file open (and a sealed copy of a large checked body): at most
-# twice this many descriptors (counted in the worker's plan, proxy/connections.py).
+# twice this many descriptors (counted in the worker's plan, proxy/client_limits.py).
 MAX_HOT_ENTRIES = 256
 # Checked bodies this large are kept in sealed memory and sent by sendfile (one copy fewer
 # than writing them from a bytes object); smaller ones go out in one write with the head.

@@ -20,8 +20,8 @@ import uvloop
 
 from proxy import metrics
 from proxy.app import serve
+from proxy.client_limits import plan_connections
 from proxy.config import Config
-from proxy.connections import plan_connections
 from storage import Store
 
 log = structlog.get_logger("pixcache.master")
