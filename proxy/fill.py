@@ -68,7 +68,7 @@ class Fill:
         self.invalidated = False
         # Purges from this moment on cover what this fill fetches (storage checks at commit).
         self.started = time.time()
-        self._writer: Writer | None = None  # the temp file's, while the fill runs
+        self._writer: Writer | None = None  # writes the temp file, while `run` runs
         self._lock: KeyLock | None = None  # the key's lock, let go once nothing will commit
         self._head_known = asyncio.Event()
         self._ended = asyncio.Event()
