@@ -53,6 +53,7 @@ class AsyncIndex:
         self._uses: dict[str, float] = {}
         # An index write failed: the next upkeep reconciles the index with the files.
         self.stale = False
+        self._closed = False
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on the index thread."""
@@ -135,4 +136,9 @@ class AsyncIndex:
         return [None] * len(rows)
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
+        """Wait for the calls made so far, then close the database and the thread: the
+        descriptors go now, not whenever the garbage collector gets to them."""
+        if not self._closed:
+            self._closed = True
+            self._thread.submit(self.index.close)
+            self._thread.shutdown(wait=True)
