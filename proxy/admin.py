@@ -23,9 +23,7 @@ from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, freshness_lifeti
 from proxy.policy.targeted import effective_headers
 from proxy.probes import Readiness
 from proxy.source_purge import derivatives_of, source_purge_problem
-from storage.commit import CommitRefused
-from storage.layout import primary_key_hash
-from storage.store import Store
+from storage import CommitRefused, Store, primary_key_hash
 
 log = structlog.get_logger("pixcache.admin")
 

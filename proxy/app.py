@@ -16,8 +16,9 @@ from multidict import CIMultiDict
 
 from proxy import metrics
 from proxy.admin import build_admin_app
+from proxy.client_limits import ADMIN_MAX_CONNECTIONS, client_limits
 from proxy.config import Config, ConfigError
-from proxy.connections import ADMIN_MAX_CONNECTIONS, LimitedRunner, client_limits
+from proxy.connections import LimitedRunner
 from proxy.fill import FillSettings
 from proxy.fills import Fills
 from proxy.guard import Guard, GuardLimits
@@ -33,11 +34,7 @@ from proxy.source_url import source_tags
 from proxy.tracing import Tracing, make_tracing
 from proxy.warm import WARM, WarmSetup, warm_endpoint
 from proxy.wire import keep_header_octets
-from storage.clock import SYSTEM_CLOCK, Clock
-from storage.entry import EntryMeta
-from storage.keylock import KeyLock
-from storage.scrub import Scrubber
-from storage.store import Bounds, Store
+from storage import SYSTEM_CLOCK, Bounds, Clock, EntryMeta, Scrubber, Store
 
 log = structlog.get_logger("pixcache")
 
@@ -201,7 +198,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
 async def upkeep(store: Store, config: Config) -> None:
     """Every worker writes its LRU uses; one of them (whoever holds the upkeep lock, taken
     over if it dies) rebuilds the index at start, evicts and runs the scrubber."""
-    upkeep_lock = KeyLock(store.layout.upkeep_lock_file, "0" * 64)
+    upkeep_lock = store.upkeep_lock()
     scrubber: asyncio.Task[None] | None = None
     reconciled = False
     try:

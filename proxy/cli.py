@@ -10,7 +10,7 @@ from typing import Any
 from proxy import demo_cmd, purge_cmd, verify_cmd, warm_cmd
 from proxy.config import SETTINGS, Config, ConfigError, build_config
 from proxy.logs import configure_logging
-from storage.store import Store
+from storage import Store
 
 # proxy.app (and with it prometheus-client) is imported only once the configuration is
 # known: with several workers, the metrics must be created in multiprocess mode.

@@ -33,12 +33,7 @@ from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
 from proxy.policy.transitions import Freshen, Unshare, on_response
 from proxy.policy.vary import vary_fields, vary_values
-from storage.clock import SYSTEM_CLOCK, Clock
-from storage.entry import EntryMeta
-from storage.errors import StorageFault
-from storage.keylock import KeyLock
-from storage.store import Store, VaryPlan
-from storage.temp import TempBody
+from storage import SYSTEM_CLOCK, Clock, EntryMeta, KeyLock, StorageFault, Store, Writer
 
 log = structlog.get_logger("pixcache.fill")
 
@@ -50,7 +45,6 @@ class Fill:
         self,
         key: str,
         coalesce_key: str,
-        plan: VaryPlan,
         request_headers: CIMultiDictProxy[str],
         fetch_headers: CIMultiDict[str],
         seen: tuple[int, int] | None = None,
@@ -59,7 +53,6 @@ class Fill:
     ) -> None:
         self.key = key
         self.coalesce_key = coalesce_key
-        self.plan = plan
         self.request_headers = request_headers
         self.fetch_headers = fetch_headers
         # The identity of the entry the lookup saw (None: none), to tell a newer commit.
@@ -74,7 +67,7 @@ class Fill:
         self.invalidated = False
         # Purges from this moment on cover what this fill fetches (storage checks at commit).
         self.started = self._now()
-        self._temp: TempBody | None = None
+        self._writer: Writer | None = None  # writes the temp file, while `run` runs
         self._lock: KeyLock | None = None  # the key's lock, let go once nothing will commit
         self._head_known = asyncio.Event()
         self._ended = asyncio.Event()
@@ -134,6 +127,13 @@ class Fill:
         self.body.end()
 
     async def run(
+        self, origin: Origin, store: Store, settings: FillSettings, lock: KeyLock
+    ) -> None:
+        # However the fill ends (stored, failed, cancelled), its temp file goes with it.
+        async with store.writer(self.key) as self._writer:
+            await self._run(origin, store, settings, lock)
+
+    async def _run(
         self, origin: Origin, store: Store, settings: FillSettings, lock: KeyLock
     ) -> None:
         self._task = asyncio.current_task()
@@ -219,12 +219,13 @@ class Fill:
             return "too-large"
         if not store.admits_new_entries():
             return "disk-low"
+        assert self._writer is not None
         try:
-            self._temp = store.begin()
+            self._writer.open()
         except StorageFault as fault:
             self._count_fault(fault)
             return fault.reason
-        self.body.read_fd = self._temp.dup_fd()
+        self.body.read_fd = self._writer.dup_fd()
         return ""
 
     async def _stream(
@@ -238,20 +239,22 @@ class Fill:
         a length was declared: a byte past it, or an end short of it, fails the fill, so no
         adapter can have a wrong-length body stored or sent as complete (invariant 2)."""
         max_object_size = settings.max_object_size
+        writer = self._writer
+        assert writer is not None
         received = 0
         async for chunk in body:
             received += len(chunk)
             if declared is not None and received > declared:
                 raise LengthMismatch(f"origin body longer than its Content-Length {declared}")
-            if self._temp is not None:
+            if writer.storing:
                 try:
-                    await self._temp.append(chunk)
+                    await writer.append(chunk)
                 except StorageFault as fault:
                     self._count_fault(fault)
                     self._stop_storing(fault.reason)
                 else:
-                    self.body.grew_to(self._temp.written)
-                    if max_object_size is not None and self._temp.written > max_object_size:
+                    self.body.grew_to(writer.written)
+                    if max_object_size is not None and writer.written > max_object_size:
                         self._stop_storing("too-large")
                     continue
             tail = self.body.tail
@@ -272,9 +275,8 @@ class Fill:
     def _stop_storing(self, reason: str) -> None:
         """Keep serving this body to its readers, from memory past what the file holds."""
         self.body.tail.start(self.body.file_bytes)
-        if self._temp is not None:
-            self._temp.discard()  # readers keep `read_fd`, so the bytes stay readable
-            self._temp = None
+        if self._writer is not None:
+            self._writer.discard()  # readers keep `read_fd`, so the bytes stay readable
         self._to(State.PASSING)
         if self._lock is not None:
             self._lock.release()  # nothing will be committed: other processes need not wait
@@ -296,18 +298,18 @@ class Fill:
     ) -> None:
         """The whole body is in the temp file: commit it, unless the image does not decode
         or the URL was invalidated meanwhile."""
-        temp, self._temp = self._temp, None
-        assert temp is not None
+        writer = self._writer
+        assert writer is not None and writer.storing
         if settings.guard is not None and settings.guard.decodes:
             with settings.tracing.span("image.decode"):
-                problem = await settings.guard.decodes_whole(temp.path)
+                problem = await settings.guard.decodes_whole(writer.path)
             if problem:  # decode mode: a truncated or broken image is never stored
                 metrics.GUARD_REJECTIONS.labels("decode").inc()
                 log.warning("image_not_stored", key=self.key, reason=problem)
-                temp.discard()
+                writer.discard()
                 return
         if self.invalidated:
-            temp.discard()
+            writer.discard()
             return
         meta = EntryMeta(
             key=self.key,
@@ -315,17 +317,16 @@ class Fill:
             headers=list(response.headers.items()),
             request_time=request_time,
             response_time=response_time,
-            body_length=temp.written,
-            sha256=temp.sha256,
+            body_length=writer.written,
+            sha256=writer.sha256,
             vary_fields=head.vary_fields,
             vary_values=head.vary_values,
         )
         try:
             with settings.tracing.span("cache.commit"):
-                await store.commit(temp, meta, self.plan, self.started)
+                await writer.commit(meta, self.started)  # the temp file is gone either way
         except Exception as exc:  # noqa: BLE001 - a failed commit only costs a future miss
             log.warning("commit_failed", key=self.key, error=repr(exc))
-            temp.discard()
 
     async def _freshen(
         self,
@@ -377,20 +378,17 @@ class Fill:
         if self.state in FINAL:
             return
         log_fill_error(self.key, exc)
-        if self._temp is not None:
-            self._temp.discard()
-            self._temp = None
+        if self._writer is not None:
+            self._writer.discard()  # now, not when the task gets to leave `run`
         self._to(State.FAILED)
         self.body.end(exc)
 
     def close(self) -> None:
-        """The fill task ended: drop the temp file (readers' descriptors stay till they leave)."""
+        """The fill task ended (`run` removed the temp file): readers' descriptors stay till
+        they leave."""
         self._task_done = True
         if self.state not in FINAL:
             self.fail(ProxyError("pixcache is shutting down"))
-        if self._temp is not None:
-            self._temp.discard()
-            self._temp = None
         if not self.body.tail.readers:
             self._release_files()
 

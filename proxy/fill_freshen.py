@@ -16,7 +16,7 @@ from proxy.origins.base import OriginResponse
 from proxy.policy.conditional import updated_headers
 from proxy.policy.storable import may_store
 from proxy.policy.targeted import effective_headers
-from storage.entry import EntryMeta
+from storage import EntryMeta
 
 
 def freshened(

@@ -15,7 +15,7 @@ from proxy.policy.ranges import whole_representation
 from proxy.policy.storable import Verdict
 from proxy.policy.transitions import DEFAULT_POLICY, PolicyOptions
 from proxy.tracing import NO_TRACING, Tracing
-from storage.entry import EntryMeta
+from storage import EntryMeta
 
 # Request fields a fill never forwards: it fetches the whole, unconditional object for
 # everyone, whatever the client that started it asked for.

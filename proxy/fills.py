@@ -19,9 +19,7 @@ from proxy.errors import InternalError, Overloaded
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
 from proxy.redact import describe
-from storage.clock import SYSTEM_CLOCK, Clock
-from storage.keylock import KeyLock
-from storage.store import Store
+from storage import SYSTEM_CLOCK, Clock, KeyLock, Store
 
 log = structlog.get_logger("pixcache.fill")
 
@@ -181,10 +179,11 @@ class Fills:
             if predicate(fill):
                 fill.invalidated = True
 
-    def invalidate(self, primary: str) -> None:
-        """RFC 9111 §4.4: fills in flight for this URL must not commit what they fetched."""
+    def invalidate(self, key: str) -> None:
+        """RFC 9111 §4.4: fills in flight for this URL (its path and query, their key) must
+        not commit what they fetched."""
         for fill in self.in_flight.values():
-            if fill.plan.primary == primary:
+            if fill.key == key:
                 fill.invalidated = True
 
     async def shutdown(self) -> None:

@@ -41,7 +41,7 @@ from proxy.policy.transitions import (
     Validate,
     on_request,
 )
-from proxy.policy.vary import vary_matches, vary_values
+from proxy.policy.vary import RequestVary, vary_matches
 from proxy.request_key import AS_RECEIVED, RequestKeying
 from proxy.respond import (
     RESPONSE_KEY,
@@ -52,10 +52,7 @@ from proxy.respond import (
 )
 from proxy.tracing import Tracing
 from proxy.x_accel import nginx_may_send, send_by_nginx
-from storage.clock import SYSTEM_CLOCK, Clock
-from storage.layout import primary_key_hash, variant_key_hash
-from storage.lookup import OpenEntry
-from storage.store import Store, VaryPlan
+from storage import SYSTEM_CLOCK, Clock, OpenEntry, Store, primary_key_hash
 
 log = structlog.get_logger("pixcache.request")
 
@@ -69,8 +66,7 @@ LOOKUPS = 3
 @dataclass
 class Lookup:
     entry: OpenEntry | None
-    coalesce_key: str
-    plan: VaryPlan
+    coalesce_key: str  # where the response is stored: a variant's key if it varies
     fwd: str  # why we go forward if we do: uri-miss, vary-miss, stale, request
     stale_if_error: float = 0.0  # the entry may still serve if the origin fails
 
@@ -196,23 +192,10 @@ class Handler:
         return await self.fill_and_serve(request, key, found)
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
-        """The stored entry that matches the request, following a Vary marker (§4.1)."""
-        entry = await self.store.open(primary)
-        if entry is None:
-            return Lookup(None, primary, VaryPlan(primary), "uri-miss")
-        if not entry.meta.is_vary_marker:
-            return Lookup(entry, primary, VaryPlan(primary), "")
-        os.close(entry.fd)
-        fields, vary_id = entry.meta.vary_fields, entry.meta.vary_id
-        plan = VaryPlan(primary, fields, vary_id)
-        variant = variant_key_hash(primary, vary_id, vary_values(fields, request.headers))
-        selected = await self.store.open(variant)
-        if selected is None:
-            return Lookup(None, variant, plan, "vary-miss")
-        if not vary_matches(fields, selected.meta.vary_values, request.headers):
-            os.close(selected.fd)  # a hash collision or a foreign file: never serve it
-            return Lookup(None, variant, plan, "vary-miss")
-        return Lookup(selected, variant, plan, "")
+        """The stored entry that matches the request: the stored variant it selects, if
+        the URL's response varies (§4.1)."""
+        found = await self.store.lookup(primary, RequestVary(request.headers))
+        return Lookup(found.entry, found.key_hash, found.miss)
 
     async def serve_hit(self, request: web.Request, entry: OpenEntry, cache: CacheStatus) -> Served:
         meta = entry.meta
@@ -255,14 +238,7 @@ class Handler:
         if entry is not None and has_validators(CIMultiDict(entry.meta.headers)):
             stale = Stale(os.dup(entry.fd), entry.meta)  # RFC 9111 §4.3.1: validate it
         return Fill(
-            key,
-            found.coalesce_key,
-            found.plan,
-            request.headers,
-            fetch_headers,
-            seen,
-            stale,
-            clock=self.clock,
+            key, found.coalesce_key, request.headers, fetch_headers, seen, stale, clock=self.clock
         )
 
     async def fill_and_serve(self, request: web.Request, key: str, found: Lookup) -> Served | None:
@@ -398,9 +374,9 @@ class Handler:
             return await send_error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
             for path_qs in invalidated_targets(key, request.host, response.headers):
-                primary = primary_key_hash(self.keying.target(path_qs))
-                self.fills.invalidate(primary)
-                await self.store.remove(primary)
+                target = self.keying.target(path_qs)  # the key its requests have
+                self.fills.invalidate(target)
+                await self.store.remove(primary_key_hash(target))
         return await relay_response(request, response, cache)
 
 

@@ -55,15 +55,12 @@ from proxy.policy.targeted import effective_headers
 from proxy.respond import abort, client_headers
 from proxy.sendfile import send_range
 from proxy.wire import _serialize_headers
-from storage.clock import SYSTEM_CLOCK, Clock
-from storage.fileid import FileId
-from storage.lookup import OpenEntry
-from storage.publish import write_all
+from storage import SYSTEM_CLOCK, Clock, FileId, OpenEntry
 
 log = structlog.get_logger("pixcache.hot")
 
 # Each entry keeps its body file open (and a sealed copy of a large checked body): at most
-# twice this many descriptors (counted in the worker's plan, proxy/connections.py).
+# twice this many descriptors (counted in the worker's plan, proxy/client_limits.py).
 MAX_HOT_ENTRIES = 256
 # Checked bodies this large are kept in sealed memory and sent by sendfile (one copy fewer
 # than writing them from a bytes object); smaller ones go out in one write with the head.
@@ -312,7 +309,9 @@ def _sealed_copy(body: bytes) -> int:
     bytes or its size afterwards (memfd_create(2), F_SEAL_*)."""
     fd = os.memfd_create("pixcache-hot-body", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        write_all(fd, body)
+        view = memoryview(body)
+        while view:  # a memory file takes it all at once, unless memory runs short
+            view = view[os.write(fd, view) :]
         seals = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
     except BaseException:

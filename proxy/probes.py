@@ -13,7 +13,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from storage.store import Store
+from storage import Store
 
 log = structlog.get_logger("pixcache.probes")
 

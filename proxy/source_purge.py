@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from proxy.fills import Fills
 from proxy.source_url import canonical_source, source_of, source_tag, tags_prefix
-from storage.derivatives import keys_derived
-from storage.store import Store
+from storage import Store, keys_derived
 
 
 def source_purge_problem(grammar: str, value: str) -> str | None:

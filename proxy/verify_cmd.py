@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from proxy.config import SETTINGS, ConfigError, merge_sources
-from storage.verify import NotACache, scan
-from storage.walk import TEMP_GRACE
+from storage import TEMP_GRACE, NotACache, scan
 
 
 def add_parser(

@@ -33,8 +33,7 @@ import http_sf
 import structlog
 from aiohttp import web
 
-from storage.derivatives import rank_least_recent
-from storage.store import Store
+from storage import Store, rank_least_recent
 
 log = structlog.get_logger("pixcache.warm")
 

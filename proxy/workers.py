@@ -21,9 +21,9 @@ import uvloop
 
 from proxy import metrics
 from proxy.app import serve
+from proxy.client_limits import plan_connections
 from proxy.config import Config, ConfigError
-from proxy.connections import plan_connections
-from storage.store import Store
+from storage import Store
 
 log = structlog.get_logger("pixcache.master")
 

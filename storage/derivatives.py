@@ -29,7 +29,7 @@ PathMatch = Callable[[str], bool]
 async def keys_derived(store: Store, tag: str, tag_prefix: str, matches: PathMatch) -> set[str]:
     """Every entry tagged `tag`, and every entry without a `tag_prefix` tag, or not in the
     index at all, whose request path `matches`."""
-    await store._adds.settled()  # rows of commits that just happened are in the index
+    await store._index.settled()  # rows of commits that just happened are in the index
     keys = set(await store.keys_tagged(tag))
     untagged = await store._on_index(_untagged_rows, store.index, tag_prefix)
     keys.update(key for key, path in untagged if matches(path))
@@ -65,7 +65,7 @@ def _unindexed_entries(layout: Layout, known: set[str]) -> list[tuple[str, str]]
 async def rank_least_recent(store: Store, keys: list[str], since: float) -> int:
     """Make these entries the least recently used, if nothing used them after `since`
     (their commit): warmed entries are evicted before any entry a client asked for."""
-    await store._adds.settled()
+    await store._index.settled()
     return await store._on_index(_rank_least_recent, store.index, keys, since)
 
 

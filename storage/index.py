@@ -185,6 +185,12 @@ class Index:
     def keys(self) -> set[str]:
         return {key for (key,) in self._conn().execute("SELECT key FROM entries")}
 
+    def close(self) -> None:
+        """Close the connection (on the thread that opened it); a later call reopens it."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
 
 class _immediate:
     """BEGIN IMMEDIATE ... COMMIT: take the write lock up front, roll back on error."""

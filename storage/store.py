@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
+from storage.async_index import AsyncIndex
 from storage.clock import SYSTEM_CLOCK, Clock
 from storage.entry import CorruptEntry, EntryMeta
 from storage.index import Index
-from storage.index_batch import IndexBatch
 from storage.keylock import KeyLock
 from storage.layout import Layout, variant_key_hash
 from storage.lookup import OpenEntry, open_entry
 from storage.publish import commit_with_head
 from storage.remove import remove_entry
 from storage.temp import TempBody
-from storage.walk import iter_entry_files, iter_unnamed_bodies
+from storage.vary import Found, Selector, follow, marker_at, marker_for
+from storage.walk import iter_unnamed_bodies
+from storage.writer import Writer
 
 log = structlog.get_logger("pixcache.storage")
 
@@ -33,10 +34,9 @@ FREE_SPACE_TTL = 1.0
 UNNAMED_BODY_SWEEP = 600.0
 # Bodies up to this size are read whole and checked against their checksum on every hit.
 CHECK_ON_HIT_MAX = 1 << 20
-# key hash, size, last use, expiry, request path, tags: one entry's index row
-IndexRow = tuple[str, int, float, float, str, tuple[str, ...]]
-# request path, tags, since: does a purge since then cover this entry?
-PurgeCheck = tuple[str, tuple[str, ...], float]
+# A fault met while opening an entry in a thread, reported once back on the event loop.
+Fault = tuple[str, CorruptEntry | OSError]
+T = TypeVar("T")
 
 
 class PurgedMeanwhile(Exception):
@@ -48,15 +48,6 @@ class Bounds:
     max_size: int | None = None  # bytes the entries may take in all
     min_free: int = 0  # bytes that must stay free on the cache's filesystem
     stale_grace: float = 86400.0  # seconds past expiry before an entry is removed
-
-
-@dataclass(frozen=True)
-class VaryPlan:
-    """Where a fill stores its response: the primary key, and the Vary marker seen there."""
-
-    primary: str
-    marker_fields: tuple[str, ...] = ()
-    marker_id: str = ""
 
 
 def _never_expires(meta: EntryMeta) -> float:
@@ -82,18 +73,10 @@ class Store:
         self._entries_dir = os.fspath(self.layout.entries)
         self.check_on_hit_max = check_on_hit_max  # 0: a hit checks sizes only
         self.bounds = bounds
-        self.expiry_of = expiry_of
-        self.tags_of = tags_of
         self.on_corrupt = on_corrupt
         self.on_evict = on_evict
         self.index = Index(self.layout.index_file)
-        # SQLite connections belong to a thread: every index call runs on this one.
-        self._index_thread = ThreadPoolExecutor(1, thread_name_prefix="pixcache-index")
-        self._adds: IndexBatch[IndexRow, None] = IndexBatch(self._index_thread, self._add_rows)
-        self._purge_checks: IndexBatch[PurgeCheck, bool] = IndexBatch(
-            self._index_thread, self._check_purges
-        )
-        self._uses: dict[str, float] = {}
+        self._index = AsyncIndex(self.index, expiry_of=expiry_of, tags_of=tags_of, now=self._now)
         self._free: tuple[float, int] = (0.0, 0)
         self.swept = 0
         # None: never swept, so the first upkeep round sweeps. (0.0 would mean "swept at
@@ -101,8 +84,6 @@ class Store:
         self._bodies_swept_at: float | None = None
         self.evicted = 0
         self.corrupt_found = 0
-        # An index write failed: the next upkeep reconciles the index with the files.
-        self.index_stale = False
 
     # -- start -------------------------------------------------------------------------
     def prepare(self) -> int:
@@ -114,35 +95,76 @@ class Store:
         return self.swept
 
     # -- reading -----------------------------------------------------------------------
-    async def open(self, key_hash: str) -> OpenEntry | None:
-        """The entry stored under `key_hash`, opened (a body up to `check_on_hit_max` bytes
-        read and checked), or None. A corrupt entry is removed and reported as absent: it is
-        never served."""
-        path = self.layout.entry_path(key_hash)
-        try:
+    async def lookup(self, primary: str, select: Selector) -> Found:
+        """The entry that answers a request for the URL whose key is `primary`: the one
+        stored there, or, under a Vary marker, the variant `select` chooses (RFC 9111 §4.1).
+        One thread call opens both. A corrupt entry is removed and reported as absent."""
+        if not self._may_exist(primary):
             # A miss is told inline: a stat of page-cached metadata costs far less than the
             # thread hand-off that opening and checking an entry needs.
-            os.stat(path)
-        except FileNotFoundError:
+            return Found(None, primary, "uri-miss")
+        faults: list[Fault] = []
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, self._find, primary, select, faults)
+        await self._report(faults)
+        return found
+
+    async def open(self, key_hash: str) -> OpenEntry | None:
+        """The entry stored under `key_hash` (a Vary marker is an entry too), opened (a body
+        up to `check_on_hit_max` bytes read and checked), or None. A corrupt entry is
+        removed and reported as absent: it is never served."""
+        if not self._may_exist(key_hash):
             return None
+        faults: list[Fault] = []
+        loop = asyncio.get_running_loop()
+        entry = await loop.run_in_executor(None, self._open_at, key_hash, faults)
+        await self._report(faults)
+        return entry
+
+    def _may_exist(self, key_hash: str) -> bool:
+        try:
+            os.stat(self.head_path(key_hash))
+        except FileNotFoundError:
+            return False
         except OSError:
             pass  # let the full open say what is wrong
-        loop = asyncio.get_running_loop()
+        return True
+
+    def _find(self, primary: str, select: Selector, faults: list[Fault]) -> Found:
+        entry = self._open_at(primary, faults)
+        if entry is None:
+            return Found(None, primary, "uri-miss")
+        if not entry.meta.is_vary_marker:
+            return Found(entry, primary)
+        variant, key_hash = follow(entry, primary, select, lambda at: self._open_at(at, faults))
+        return Found(variant, key_hash, "" if variant is not None else "vary-miss")
+
+    def _open_at(self, key_hash: str, faults: list[Fault]) -> OpenEntry | None:
+        """open_entry, in a thread: a corrupt head is removed here (only that very file),
+        and what went wrong is left in `faults` for `_report`."""
+        path = self.layout.entry_path(key_hash)
         try:
-            return await loop.run_in_executor(None, open_entry, path, self.check_on_hit_max)
+            return open_entry(path, self.check_on_hit_max)
         except CorruptEntry as exc:
-            log.warning("corrupt_entry", found_by="hit", key_hash=key_hash, error=str(exc))
-            self.corrupt_found += 1
-            self.on_corrupt(key_hash, str(exc))
+            faults.append((key_hash, exc))
             if exc.file_id is not None:
-                await loop.run_in_executor(None, remove_entry, path, exc.file_id)
-                await self.forget(key_hash)
-            return None
+                remove_entry(path, exc.file_id)
         except OSError as exc:
-            # Our fault (descriptors, memory, permissions) or the disk's: a miss either way,
-            # but the entry itself may be fine, so it stays; `verify` judges it.
-            log.error("entry_unreadable", key_hash=key_hash, error=str(exc))
-            return None
+            faults.append((key_hash, exc))
+        return None
+
+    async def _report(self, faults: list[Fault]) -> None:
+        for key_hash, exc in faults:
+            if isinstance(exc, CorruptEntry):
+                log.warning("corrupt_entry", found_by="hit", key_hash=key_hash, error=str(exc))
+                self.corrupt_found += 1
+                self.on_corrupt(key_hash, str(exc))
+                if exc.file_id is not None:
+                    await self.forget(key_hash)
+            else:
+                # Our fault (descriptors, memory, permissions) or the disk's: a miss either
+                # way, but the entry itself may be fine, so it stays; `verify` judges it.
+                log.error("entry_unreadable", key_hash=key_hash, error=str(exc))
 
     def head_path(self, key_hash: str) -> str:
         """Layout.entry_path as a plain string: this runs on every lookup, and pathlib
@@ -151,7 +173,7 @@ class Store:
 
     def note_use(self, key_hash: str) -> None:
         """Record a hit for LRU; written to the index in batches by `flush_uses`."""
-        self._uses[key_hash] = self._now()
+        self._index.note_use(key_hash)
 
     async def identity(self, key_hash: str) -> tuple[int, int] | None:
         """(inode, mtime) of the entry file, to tell whether it was replaced; None if absent."""
@@ -165,6 +187,10 @@ class Store:
     def key_lock(self, key_hash: str) -> KeyLock:
         return KeyLock(self.layout.lock_file, key_hash)
 
+    def upkeep_lock(self) -> KeyLock:
+        """The lock that makes one worker process at a time do upkeep."""
+        return KeyLock(self.layout.upkeep_lock_file, "0" * 64)
+
     # -- writing -----------------------------------------------------------------------
     def admits_new_entries(self) -> bool:
         """False while free space is under the minimum (no new entries are admitted)."""
@@ -172,48 +198,46 @@ class Store:
             return True
         return self._free_bytes() >= self.bounds.min_free
 
+    def writer(self, key: str) -> Writer:
+        """A context for writing the response to `key` (the request's path and query): its
+        temp file is removed on leaving unless it was committed."""
+        return Writer(self, key)
+
     def begin(self) -> TempBody:
         return TempBody.create(self.layout.tmp)
 
     async def commit(
-        self, temp: TempBody, meta: EntryMeta, plan: VaryPlan, started: float = 0.0
+        self, temp: TempBody, meta: EntryMeta, primary: str, started: float = 0.0
     ) -> None:
-        """Make room, commit the entry (and a Vary marker when the fields are new), index it.
+        """Make room, commit the entry under its URL's key `primary` (under a Vary marker's
+        variant key when it varies, writing the marker when the fields are new), index it.
         Raises on failure (PurgedMeanwhile when a purge since `started` covers it); the
         caller discards the temp file."""
         if started and await self.purged_since(meta, started):
             raise PurgedMeanwhile(meta.key)
         meta = replace(meta, body_id=temp.body_id, crc32=temp.crc32)
-        target = plan.primary
-        vary_id = plan.marker_id
+        target, new_marker = primary, ""
         if meta.vary_fields:
-            if meta.vary_fields != plan.marker_fields:
-                vary_id = uuid.uuid4().hex
-            target = variant_key_hash(plan.primary, vary_id, meta.vary_values)
+            # The marker as it is now, whatever the lookup saw: another fill (of any worker)
+            # may have written one since, and its variants stay selectable.
+            loop = asyncio.get_running_loop()
+            marker = await loop.run_in_executor(None, marker_at, self.layout.entry_path(primary))
+            if marker is not None and marker.fields == meta.vary_fields:
+                vary_id = marker.vary_id
+            else:
+                vary_id = new_marker = uuid.uuid4().hex
+            target = variant_key_hash(primary, vary_id, meta.vary_values)
         await self._make_room(meta.file_size())
         await temp.commit(meta, self.layout.entry_path(target))
-        await self._indexed(target, meta)
-        if meta.vary_fields and vary_id != plan.marker_id:
-            marker = self.begin()
-            marker_meta = EntryMeta(
-                key=meta.key,
-                status=0,
-                headers=[],
-                request_time=meta.request_time,
-                response_time=meta.response_time,
-                body_length=0,
-                sha256=marker.sha256,
-                vary_fields=meta.vary_fields,
-                is_vary_marker=True,
-                vary_id=vary_id,
-                body_id=marker.body_id,
-                crc32=marker.crc32,
-            )
+        await self._index.add(target, meta)
+        if new_marker:
+            empty = self.begin()
+            marker_meta = marker_for(meta, new_marker, empty)
             try:
-                await marker.commit(marker_meta, self.layout.entry_path(plan.primary))
+                await empty.commit(marker_meta, self.layout.entry_path(primary))
             finally:
-                marker.discard()
-            await self._indexed(plan.primary, marker_meta)
+                empty.discard()
+            await self._index.add(primary, marker_meta)
 
     async def refresh(self, key_hash: str, meta: EntryMeta, started: float = 0.0) -> None:
         """Store `meta` (freshened headers, RFC 9111 §4.3.4) for the entry's body, which stays
@@ -223,43 +247,18 @@ class Store:
         await asyncio.get_running_loop().run_in_executor(
             None, commit_with_head, self.layout.tmp, meta, self.layout.entry_path(key_hash), None
         )
-        await self._indexed(key_hash, meta)
+        await self._index.add(key_hash, meta)
 
     async def purge(self, key_hashes: list[str]) -> int:
         """Remove these entries (files and index rows); returns how many were on disk."""
         removed = await self._unlink(key_hashes)
-        await self._unindex(key_hashes)
+        await self._index.remove(key_hashes)
         return removed
-
-    async def keys_under(self, prefix: str) -> list[str]:
-        return await self._on_index(self.index.keys_under, prefix)
-
-    async def record_purge(self, kind: str, value: str) -> None:
-        await self._on_index(self.index.record_purge, kind, value, self._now())
 
     async def purged_since(self, meta: EntryMeta, since: float) -> bool:
         """A purge that came after a fill started covers what it fetched: it must not be
         committed (whichever worker process took the purge)."""
-        return await self._purge_checks.call((meta.key, self.tags_of(meta), since))
-
-    def _check_purges(self, checks: list[PurgeCheck]) -> list[bool]:
-        return [self.index.purged_since(*check) for check in checks]
-
-    def _add_rows(self, rows: list[IndexRow]) -> list[None]:
-        self.index.add_many(rows)
-        return [None] * len(rows)
-
-    async def entry_count(self) -> int:
-        return await self._on_index(self.index.count)
-
-    async def total_size(self) -> int:
-        return await self._on_index(self.index.total_size)
-
-    async def keys_at(self, path: str) -> list[str]:
-        return await self._on_index(self.index.keys_at, path)
-
-    async def keys_tagged(self, tag: str) -> list[str]:
-        return await self._on_index(self.index.keys_tagged, tag)
+        return await self._index.purged_since(meta, since)
 
     async def remove(self, key_hash: str) -> bool:
         """Remove one entry; True if it was on disk."""
@@ -269,11 +268,29 @@ class Store:
 
     async def forget(self, key_hash: str) -> None:
         """Drop the index row of an entry that is gone (removed as corrupt, say)."""
-        await self._unindex([key_hash])
+        await self._index.remove([key_hash])
 
-    async def _unindex(self, key_hashes: list[str]) -> None:
-        await self._adds.settled()  # an add waiting in its batch must not bring a row back
-        await self._on_index(self.index.remove, key_hashes)
+    # -- the index ---------------------------------------------------------------------
+    async def record_purge(self, kind: str, value: str) -> None:
+        await self._on_index(self.index.record_purge, kind, value, self._now())
+
+    async def keys_under(self, prefix: str) -> list[str]:
+        return await self._on_index(self.index.keys_under, prefix)
+
+    async def keys_at(self, path: str) -> list[str]:
+        return await self._on_index(self.index.keys_at, path)
+
+    async def keys_tagged(self, tag: str) -> list[str]:
+        return await self._on_index(self.index.keys_tagged, tag)
+
+    async def entry_count(self) -> int:
+        return await self._on_index(self.index.count)
+
+    async def total_size(self) -> int:
+        return await self._on_index(self.index.total_size)
+
+    async def _on_index(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._index.call(fn, *args)
 
     # -- bounds ------------------------------------------------------------------------
     async def _make_room(self, incoming: int) -> None:
@@ -292,8 +309,8 @@ class Store:
         swept_at = self._bodies_swept_at
         if swept_at is None or self._monotonic() - swept_at > UNNAMED_BODY_SWEEP:
             await self.sweep_unnamed_bodies()
-        if self.index_stale:
-            self.index_stale = False
+        if self._index.stale:
+            self._index.stale = False
             await self.reconcile()
         await self.flush_uses()
         expired = await self._on_index(
@@ -312,20 +329,13 @@ class Store:
             await self._make_room(0)
 
     async def flush_uses(self) -> None:
-        if self._uses:
-            uses, self._uses = self._uses, {}
-            try:
-                await self._on_index(self.index.touch, list(uses.items()))
-            except sqlite3.Error:
-                # Keep them for the next round (newer uses of the same key win).
-                self._uses = uses | self._uses
-                raise
+        await self._index.flush_uses()
 
     async def reconcile(self) -> int:
         """Bring the index in line with the entry files (at start, in the background):
         files it does not know are added, rows without a file are dropped."""
         await self.sweep_unnamed_bodies()
-        return await self._on_index(self._reconcile)
+        return await self._index.reconcile(self.layout)
 
     async def sweep_unnamed_bodies(self) -> int:
         """Remove bodies no head names (a crash or a failed removal between a head and its
@@ -336,52 +346,6 @@ class Store:
         if removed:
             log.info("unnamed_bodies_removed", count=removed)
         return removed
-
-    def _reconcile(self) -> int:
-        known = self.index.keys()
-        seen: set[str] = set()
-        added = 0
-        for path in iter_entry_files(self.layout):
-            key_hash = path.name
-            seen.add(key_hash)
-            if key_hash in known:
-                continue
-            try:
-                entry = open_entry(path)
-                if entry is None:
-                    continue
-                os.close(entry.fd)
-                used = path.stat().st_mtime
-            except (CorruptEntry, OSError):
-                continue  # gone meanwhile, or corrupt: verify and the hit path deal with it
-            self.index.add(
-                key_hash,
-                entry.size,
-                used,
-                self.expiry_of(entry.meta),
-                entry.meta.key,
-                self.tags_of(entry.meta),
-            )
-            added += 1
-        self.index.remove(known - seen)
-        return added
-
-    async def _indexed(self, key_hash: str, meta: EntryMeta) -> None:
-        """Index a committed entry. The entry is on disk whatever happens here: a failed
-        index write (its disk is full too) is logged and healed by the next reconcile."""
-        row = (
-            key_hash,
-            meta.file_size(),
-            self._now(),
-            self.expiry_of(meta),
-            meta.key,
-            self.tags_of(meta),
-        )
-        try:
-            await self._adds.call(row)
-        except sqlite3.Error as exc:
-            self.index_stale = True
-            log.warning("index_write_failed", key_hash=key_hash, error=str(exc))
 
     async def _evict(self, key_hashes: list[str], why: str) -> None:
         if key_hashes:
@@ -403,11 +367,8 @@ class Store:
             self._free = (now, free)
         return free
 
-    async def _on_index(self, fn, *args):  # noqa: ANN001, ANN002, ANN202
-        return await asyncio.get_running_loop().run_in_executor(self._index_thread, fn, *args)
-
     def close(self) -> None:
-        self._index_thread.shutdown(wait=True)
+        self._index.close()
 
 
 def _remove_unnamed_bodies(layout: Layout) -> int:

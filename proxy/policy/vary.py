@@ -48,3 +48,17 @@ def vary_matches(
     if "*" in fields:
         return False
     return vary_values(fields, request_headers) == {n: stored_values.get(n) for n in fields}
+
+
+class RequestVary:
+    """A request's side of selecting a stored variant (§4.1), as a lookup asks for it
+    (storage.Selector): storage follows its Vary markers, these rules choose."""
+
+    def __init__(self, request_headers: Headers) -> None:
+        self.request_headers = request_headers
+
+    def values(self, fields: tuple[str, ...]) -> dict[str, str | None]:
+        return vary_values(fields, self.request_headers)
+
+    def matches(self, fields: tuple[str, ...], stored: dict[str, str | None]) -> bool:
+        return vary_matches(fields, stored, self.request_headers)

@@ -244,11 +244,11 @@ async def test_a_bug_in_one_request_still_answers_with_cache_status(
 ) -> None:
     origin.add("/ok.jpg", Obj(body=b"fine", headers=CACHEABLE))
 
-    async def broken_open(key_hash: str):
+    async def broken_lookup(key_hash: str, select: object):
         raise RuntimeError("injected")
 
     with monkeypatch.context() as patch:
-        patch.setattr(proxy.store, "open", broken_open)
+        patch.setattr(proxy.store, "lookup", broken_lookup)
         resp, _ = await proxy.get("/ok.jpg")
         assert resp.status == 500
         assert 'detail="internal_error"' in cache_status(resp)

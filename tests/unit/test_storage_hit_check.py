@@ -18,7 +18,7 @@ from storage.entry import CorruptEntry
 from storage.fileid import FileId
 from storage.layout import Layout, primary_key_hash
 from storage.lookup import OpenEntry, open_entry, read_head
-from storage.store import CHECK_ON_HIT_MAX, Store, VaryPlan
+from storage.store import CHECK_ON_HIT_MAX, Store
 from storage.temp import TempBody
 from storage.verify import Problem, verify_entry
 from tests.entries import body_of, meta_for
@@ -138,7 +138,7 @@ async def store_commit(store: Store, key_hash: str, body: bytes) -> Path:
     temp = store.begin()
     try:
         await temp.append(body)
-        await store.commit(temp, meta_for(temp), VaryPlan(key_hash))
+        await store.commit(temp, meta_for(temp), key_hash)
     finally:
         temp.discard()
     return store.layout.entry_path(key_hash)

@@ -26,7 +26,7 @@ from storage.layout import Layout
 from storage.lookup import REPLACED_RETRIES, OpenEntry, open_entry, read_head
 from storage.publish import commit_with_head
 from storage.remove import remove_entry
-from storage.store import Store, VaryPlan
+from storage.store import Store
 from storage.temp import TempBody
 
 KEY_HASH = "ab" * 32
@@ -536,7 +536,7 @@ async def store_entry(store: Store, body: bytes = BODY, key_hash: str = KEY_HASH
     try:
         for at in range(0, len(body), CHUNK):
             await temp.append(body[at : at + CHUNK])
-        await store.commit(temp, meta_for(body), VaryPlan(key_hash))
+        await store.commit(temp, meta_for(body), key_hash)
     finally:
         temp.discard()
     found = read_head(store.layout.entry_path(key_hash))

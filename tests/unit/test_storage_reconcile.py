@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from storage.entry import EntryMeta, new_body_id
-from storage.store import UNNAMED_BODY_SWEEP, Store, VaryPlan
+from storage.store import UNNAMED_BODY_SWEEP, Store
 from storage.walk import TEMP_GRACE
 
 BODY = b"image bytes " * 500
@@ -40,7 +40,7 @@ async def commit(store: Store, key_hash: str, body: bytes = BODY) -> EntryMeta:
             body_length=len(body),
             sha256=hashlib.sha256(body).hexdigest(),
         )
-        await store.commit(temp, meta, VaryPlan(key_hash))
+        await store.commit(temp, meta, key_hash)
     finally:
         temp.discard()
     entry = await store.open(key_hash)
