@@ -81,7 +81,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str], cache_dir: Path
     import uvloop
 
     from proxy.app import make_store, serve
-    from proxy.connections import plan_connections
+    from proxy.client_limits import plan_connections
 
     config = replace(config, max_connections=plan_connections(config))
     store = make_store(config)
