@@ -32,6 +32,7 @@ import aiohttp
 import http_sf
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from storage import Store, rank_least_recent
 
@@ -187,8 +188,11 @@ class Warmer:
         if not self.refresh:
             headers["Cache-Control"] = "max-stale"
         began = time.time()
+        # As listed, byte for byte (path_problem admits no byte that needs quoting): image
+        # services sign the path, and yarl would otherwise rewrite escapes and dot segments.
+        url = URL(self.setup.target + path, encoded=True)
         try:
-            async with client.get(self.setup.target + path, headers=headers) as resp:
+            async with client.get(url, headers=headers) as resp:
                 size = 0
                 async for chunk in resp.content.iter_any():
                     size += len(chunk)

@@ -243,3 +243,18 @@ async def test_each_path_is_warmed_once_per_accept_value(tmp_path: Path) -> None
             assert service.accepts == ["image/avif,*/*", "image/avif,*/*"]
         finally:
             stop(instance.proc)
+
+
+async def test_a_path_is_requested_exactly_as_listed(tmp_path: Path) -> None:
+    # Image services sign the path byte for byte (imgproxy's plain source URLs are
+    # percent-encoded): a warm-up that rewrote escapes or dot segments would fill another
+    # entry than clients request, and the service would refuse its signature.
+    async with ImageService() as service:
+        instance = Instance(service, tmp_path)
+        paths = ["/sig/rs:fit:9/plain/https%3A%2F%2Fexample.com%2Fa%2Ejpg", "/unsafe/a/../b.jpg"]
+        try:
+            done = await instance.warm(paths)
+            assert "2 warmed: 2 filled" in done.stdout, done.stdout + done.stderr
+            assert service.hits == {path: 1 for path in paths}
+        finally:
+            stop(instance.proc)
