@@ -48,6 +48,7 @@ Address = tuple[str, int]
 
 def build_admin(config: Config, app: web.Application) -> web.Application:
     """The admin application for a proxy application built by build_app."""
+    key_target = RequestKeying.of(config).target
     admin = build_admin_app(
         app[STORE_KEY],
         app[FILLS_KEY],
@@ -55,12 +56,14 @@ def build_admin(config: Config, app: web.Application) -> web.Application:
         config.targeted_fields,
         config.ttl_policy,
         readiness=app[READINESS_KEY],
-        key_target=RequestKeying.of(config).target,
+        key_target=key_target,
         source_grammar=config.source_grammar,
     )
     # A warm request waits for its fill, bounded by the fill's own deadlines.
     timeout = config.deadlines.total + config.deadlines.connect + 60
-    setup = WarmSetup(app[STORE_KEY], config.warm_concurrency, config.warm_rate, timeout)
+    setup = WarmSetup(
+        app[STORE_KEY], config.warm_concurrency, config.warm_rate, timeout, key_target=key_target
+    )
     admin[WARM] = setup
     admin.router.add_post("/warm", warm_endpoint)
     return admin

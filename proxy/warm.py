@@ -25,6 +25,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ class WarmSetup:
     rate: float  # requests started per second; 0: no bound but concurrency
     request_timeout: float  # one warm request, body included
     target: str | None = None  # http://HOST:PORT of the serving listener, once it listens
+    # The key rule (proxy/request_key.py): the target a warmed entry is stored under.
+    key_target: Callable[[str], str] = str
 
 
 WARM = web.AppKey("warm", WarmSetup)
@@ -233,8 +236,9 @@ class Warmer:
 
     async def _rank(self, path: str, began: float) -> None:
         store = self.setup.store
+        key = self.setup.key_target(path)
         for _ in range(RANK_POLLS):
-            keys = await store.keys_at(path)
+            keys = await store.keys_at(key)
             if keys and await rank_least_recent(store, keys, began):
                 return
             await asyncio.sleep(RANK_POLL_PAUSE)

@@ -133,15 +133,25 @@ async def test_a_bad_line_is_named_and_nothing_is_warmed(
         stop(instance.proc)
 
 
-async def test_warm_up_stops_at_the_size_bound_and_the_hot_set_stays(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("query", "rule"),
+    [("", ()), ("?utm_source=mail", ("--drop-query-params", "utm_*"))],
+    ids=["plain", "keyed-by-the-query-rule"],
+)
+async def test_warm_up_stops_at_the_size_bound_and_the_hot_set_stays(
+    query: str, rule: tuple[str, ...], tmp_path: Path
+) -> None:
     async with ImageService() as service:
         # Bodies are 4 KiB: room for about eight entries.
-        instance = Instance(service, tmp_path, "--max-size", "36K", "--warm-concurrency", "2")
+        options = ("--max-size", "36K", "--warm-concurrency", "2", *rule)
+        instance = Instance(service, tmp_path, *options)
         try:
             hot = [f"/unsafe/hot{n}.jpg" for n in range(3)]
             for path in hot:
                 await until_hit(instance, path)
-            done = await instance.warm([f"/unsafe/cold{n}.jpg" for n in range(20)])
+            # With a query rule, the warmed entries are stored under the keyed target (the
+            # query dropped): they must be ranked least recently used all the same.
+            done = await instance.warm([f"/unsafe/cold{n}.jpg{query}" for n in range(20)])
             assert done.returncode == 0, done.stderr
             assert "skipped: the store is at --max-size" in done.stdout, done.stdout
             assert " 0 filled" not in done.stdout  # it did warm some before the bound
