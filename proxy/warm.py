@@ -40,6 +40,9 @@ from storage import Store, rank_least_recent
 log = structlog.get_logger("pixcache.warm")
 
 MOST_PATHS = 10_000  # per request; `pixcache warm` sends longer lists in batches
+# Each path is warmed once per Accept value: the jobs are their product, built at once.
+# A few classes (avif, webp, jxl, the rest) need a few values.
+MOST_ACCEPTS = 16
 # After a fill's body has arrived, how long to look for its index row (the commit comes
 # just after the last byte) to rank it least recently used.
 RANK_POLLS = 40
@@ -109,6 +112,8 @@ def parse_body(data: Any) -> tuple[list[str], list[str | None], bool]:
         value is None or (isinstance(value, str) and value.isprintable()) for value in accepts
     ):
         raise ValueError("accept must be a list of Accept field values")
+    if len(accepts) > MOST_ACCEPTS:
+        raise ValueError(f"accept holds {len(accepts)} items; at most {MOST_ACCEPTS} Accept values")
     refresh = data.get("refresh", False)
     if not isinstance(refresh, bool):
         raise ValueError("refresh must be true or false")

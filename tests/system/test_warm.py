@@ -204,6 +204,12 @@ async def test_post_warm_needs_the_token_and_names_a_bad_item(
                 assert "paths[1] 'b.jpg'" in (await resp.json())["error"]
             async with client.post(url, json={"paths": []}, headers=headers) as resp:
                 assert resp.status == 400
+            # Every path is warmed once per Accept value: the list of jobs is their product,
+            # so the Accept values are bounded as the paths are.
+            body = {"paths": ["/a.jpg"], "accept": ["*/*"] * 17}
+            async with client.post(url, json=body, headers=headers) as resp:
+                assert resp.status == 400
+                assert "at most 16 Accept values" in (await resp.json())["error"]
         assert not service.hits
     finally:
         stop(instance.proc)
