@@ -16,8 +16,9 @@ revalidated or fetched again.
 
 The request body is JSON: {"paths": ["/a.jpg", ...], "accept": ["image/avif,*/*", ...],
 "refresh": false}. Each path is warmed once per Accept value given (none: no Accept field);
-once format classes exist, a class is warmed by its canonical Accept value here. The response
-streams one JSON line per outcome, then one line with the summary."""
+with format classes on, the serving listener reduces each value to its class, so one value
+per class warms every variant. The response streams one JSON line per outcome, then one line
+with the summary."""
 
 from __future__ import annotations
 
