@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -196,7 +195,8 @@ class Warmer:
             headers["Accept"] = accept
         if not self.refresh:
             headers["Cache-Control"] = "max-stale"
-        began = time.time()
+        # On the store's clock: the index's last-use times are, and _rank compares them.
+        began = self.setup.store.clock.now()
         # As listed, byte for byte (path_problem admits no byte that needs quoting): image
         # services sign the path, and yarl would otherwise rewrite escapes and dot segments.
         url = URL(self.setup.target + path, encoded=True)
