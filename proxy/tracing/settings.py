@@ -14,6 +14,8 @@ import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from proxy.settings import ConfigError
+
 EXPORTERS = ("otlp", "console", "none")
 OTLP_PROTOCOL = "http/protobuf"  # the specification's default; grpc needs another package
 INSTALL_HINT = "install the otel extra: pip install 'pixcache[otel]'"
@@ -36,14 +38,14 @@ def trace_settings(environ: Mapping[str, str]) -> TraceSettings:
     names = tuple(dict.fromkeys(n.strip().lower() for n in raw.split(",") if n.strip()))
     for name in names:
         if name not in EXPORTERS:
-            raise _invalid(
+            raise ConfigError(
                 "OTEL_TRACES_EXPORTER", f"must be {', '.join(EXPORTERS)} (or a list), got {raw!r}"
             )
     exporters = tuple(n for n in names if n != "none")
     if not exporters:
         return TraceSettings()
     if not _installed("opentelemetry.sdk"):
-        raise _invalid("OTEL_TRACES_EXPORTER", f"{raw!r} needs OpenTelemetry: {INSTALL_HINT}")
+        raise ConfigError("OTEL_TRACES_EXPORTER", f"{raw!r} needs OpenTelemetry: {INSTALL_HINT}")
     if "otlp" in exporters:
         variable = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
         protocol = environ.get(variable) or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -52,12 +54,12 @@ def trace_settings(environ: Mapping[str, str]) -> TraceSettings:
         elif variable not in environ:
             variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
         if protocol.strip().lower() != OTLP_PROTOCOL:
-            raise _invalid(
+            raise ConfigError(
                 variable,
                 f"pixcache exports OTLP over {OTLP_PROTOCOL} only (port 4318), got {protocol!r}",
             )
         if not _installed("opentelemetry.exporter.otlp.proto.http"):
-            raise _invalid("OTEL_TRACES_EXPORTER", f"otlp needs its exporter: {INSTALL_HINT}")
+            raise ConfigError("OTEL_TRACES_EXPORTER", f"otlp needs its exporter: {INSTALL_HINT}")
     return TraceSettings(exporters)
 
 
@@ -66,9 +68,3 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # a parent package is missing
         return False
-
-
-def _invalid(variable: str, message: str) -> Exception:
-    from proxy.config import ConfigError  # proxy.config imports this module
-
-    return ConfigError(variable, message)
