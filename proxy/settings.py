@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from proxy.policy.cache_key import query_name_patterns, query_names
+from proxy.policy.cache_key import query_name_patterns, query_names, setting_items
 from proxy.policy.format_class import format_classes
 
 
@@ -109,9 +109,7 @@ def _field_name(setting: str, raw: Any) -> str:
 
 def _field_names(setting: str, raw: Any) -> frozenset[str]:
     """Header field names, comma-separated (or a TOML list); empty for none."""
-    items = raw if isinstance(raw, list) else str(raw).split(",")
-    names = [str(item).strip() for item in items if str(item).strip()]
-    return frozenset(_field_name(setting, name).lower() for name in names)
+    return frozenset(_field_name(setting, name).lower() for name in setting_items(raw))
 
 
 def _count(low: int, high: int) -> Callable[[str, Any], int]:

@@ -86,8 +86,9 @@ def _canonical_escapes(text: str) -> str:
 # -- settings (the messages name what is wrong; proxy/config.py names the setting) ----------
 
 
-def _items(raw: Any) -> list[str]:
-    """A comma-separated string or a TOML list, its empty items dropped."""
+def setting_items(raw: Any) -> list[str]:
+    """A list setting's items: a comma-separated string or a TOML list, empty items dropped
+    (every list setting reads its value so)."""
     items = raw if isinstance(raw, list) else str(raw).split(",")
     return [str(item).strip() for item in items if str(item).strip()]
 
@@ -102,14 +103,14 @@ def query_name_patterns(raw: Any) -> tuple[str, ...]:
     """--drop-query-params: glob patterns of query parameter names, e.g. 'utm_*,fbclid'."""
     if isinstance(raw, bool):
         raise ValueError(f"must be parameter name patterns like 'utm_*,fbclid', got {raw!r}")
-    return tuple(dict.fromkeys(_check_name(item, "pattern") for item in _items(raw)))
+    return tuple(dict.fromkeys(_check_name(item, "pattern") for item in setting_items(raw)))
 
 
 def query_names(raw: Any) -> frozenset[str]:
     """--signed-query-params: literal query parameter names, e.g. 'sig,expires'."""
     if isinstance(raw, bool):
         raise ValueError(f"must be parameter names like 'sig,expires', got {raw!r}")
-    names = [_check_name(item, "name") for item in _items(raw)]
+    names = [_check_name(item, "name") for item in setting_items(raw)]
     for name in names:
         if set(name) & _GLOB_CHARS:
             raise ValueError(f"name {name!r} is a pattern; give the literal names")

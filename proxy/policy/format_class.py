@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxy.policy.cache_key import setting_items
 from proxy.policy.negotiation import media_range_weights
 
 OTHER = "other"
@@ -56,11 +57,10 @@ def canonical_accept(name: str) -> str:
 def format_classes(raw: Any) -> tuple[str, ...]:
     """--vary-accept-classes: class names in order of preference, e.g. 'avif,webp'; empty
     for off. Raises ValueError with what is wrong."""
-    items = raw if isinstance(raw, list) else str(raw).split(",")
-    names = [str(item).strip().lower() for item in items if str(item).strip()]
     known = ", ".join(MEDIA_TYPES)
     if isinstance(raw, bool):
         raise ValueError(f"must be format classes from {known}, got {raw!r}")
+    names = [item.lower() for item in setting_items(raw)]
     for name in names:
         if name not in MEDIA_TYPES:
             raise ValueError(
