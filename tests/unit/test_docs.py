@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from proxy.settings import SETTINGS
 from tests.system.test_nginx_debian import UPSTREAM
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+CONFIGURATION = REPO / "docs" / "configuration.md"
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -56,3 +58,11 @@ def test_readme_nginx_install_changes_the_upstream_the_configs_ship() -> None:
     (sed,) = re.findall(r"^    sed '(s/[^']*/)' nginx/(\S+)", readme, re.M)
     assert sed[0] == f"s/{UPSTREAM}/127.0.0.1:8080/"
     assert f"server {UPSTREAM} " in (REPO / "nginx" / sed[1]).read_text()
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_every_setting_has_its_row_in_the_configuration_table(setting: str) -> None:
+    flag = "--" + setting.replace("_", "-")
+    env, key = "PIXCACHE_" + setting.upper(), f"`{setting}`"
+    rows = [line for line in CONFIGURATION.read_text().splitlines() if line.startswith("|")]
+    assert any(f"`{flag}`" in row and env in row and key in row for row in rows), flag
