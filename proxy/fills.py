@@ -119,39 +119,33 @@ class Fills:
 
     async def _run(self, fill: Fill) -> None:
         lock = self.store.key_lock(fill.coalesce_key)
-        queued = self._slots.locked()  # every slot taken: this fill waits in the queue
-        if queued:
-            metrics.FILL_QUEUE.inc()
         tracing = self.settings.tracing
+        has_slot = False
         try:
-            with tracing.span("cache.fill_slot"):
-                await self._slots.acquire()
-        except asyncio.CancelledError:
-            self._started -= 1
-            metrics.FILLS_IN_FLIGHT.dec()
-            fill.close()
-            tracing.fill_ended(fill)
-            raise
-        finally:
+            queued = self._slots.locked()  # every slot taken: this fill waits in the queue
             if queued:
-                metrics.FILL_QUEUE.dec()
-        try:
+                metrics.FILL_QUEUE.inc()
+            try:
+                with tracing.span("cache.fill_slot"):
+                    await self._slots.acquire()
+            finally:
+                if queued:
+                    metrics.FILL_QUEUE.dec()
+            has_slot = True
             with tracing.span("cache.lock_wait") as span:
                 waited = await self._acquire(lock)
                 span.set_attribute("pixcache.lock.waited", waited)
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
-                fill.retry_lookup()
-                return
+                return fill.retry_lookup()
             await fill.run(self.origin, self.store, self.settings, lock)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
             log.exception("fill_crashed", key=fill.key)
             fill.fail(InternalError("internal error", detail=describe(exc)))
         finally:
             self._started -= 1
             metrics.FILLS_IN_FLIGHT.dec()
-            self._slots.release()
+            if has_slot:
+                self._slots.release()
             lock.release()
             if self.in_flight.get(joining_key(fill)) is fill:
                 del self.in_flight[joining_key(fill)]
@@ -182,9 +176,7 @@ class Fills:
     def invalidate(self, key: str) -> None:
         """RFC 9111 §4.4: fills in flight for this URL (its path and query, their key) must
         not commit what they fetched."""
-        for fill in self.in_flight.values():
-            if fill.key == key:
-                fill.invalidated = True
+        self.invalidate_where(lambda fill: fill.key == key)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):
