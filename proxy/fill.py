@@ -366,9 +366,9 @@ class Fill:
         self._to(State.COMPLETE)
 
     async def _hand_to_leader(self, head: FillHead, response: OriginResponse) -> None:
+        await self.leader_slot.hand(response)
         self.head = head
         self._to(State.HANDED)
-        await self.leader_slot.hand(response)
 
     def fail(self, exc: ProxyError) -> None:
         """The fill failed: every reader gets `exc` (a fill already ended keeps its end)."""

@@ -4,7 +4,6 @@ hands a response that is not shareable to the leader alone (LeaderSlot)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from multidict import CIMultiDictProxy
@@ -64,22 +63,22 @@ class LeaderSlot:
     (the leader) and to nobody else; closed if the leader never takes it."""
 
     def __init__(self) -> None:
-        self._slot: asyncio.Future[OriginResponse] = asyncio.get_running_loop().create_future()
-        self._claimed = False
+        self._response: OriginResponse | None = None
+        self._open = True  # the leader may still claim it
 
     async def hand(self, response: OriginResponse) -> None:
-        if self._slot.done():  # the leader went away; nobody may have this response
+        if self._open:
+            self._response = response
+        else:  # the leader went away; nobody may have this response
             await response.close()
-        else:
-            self._slot.set_result(response)
 
     def claim(self) -> OriginResponse:
-        self._claimed = True
-        return self._slot.result()
+        response, self._response = self._response, None
+        assert response is not None, "claimed once, after the fill handed it"
+        return response
 
     async def release(self) -> None:
-        if not self._slot.done():
-            self._slot.cancel()
-        elif not self._slot.cancelled() and not self._claimed:
-            self._claimed = True
-            await self._slot.result().close()
+        self._open = False
+        response, self._response = self._response, None
+        if response is not None:
+            await response.close()
