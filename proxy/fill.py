@@ -10,28 +10,22 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import structlog
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import metrics
 from proxy.errors import LengthMismatch, ProxyError
-from proxy.fill_body import FillBody
-from proxy.fill_freshen import freshened, read_fd
-from proxy.fill_head import (
-    NOT_FORWARDED_ON_FILL,
-    FillHead,
-    FillSettings,
-    LeaderSlot,
-    Stale,
-    complete_if_whole,
-)
+from proxy.fill_body import FillBody, read_fd
+from proxy.fill_head import NOT_FORWARDED_ON_FILL, FillHead, FillSettings, LeaderSlot, Stale
 from proxy.fill_state import FINAL, HEAD_KNOWN, JOINABLE, State, check_transition
 from proxy.observe import log_fill_error
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
-from proxy.policy.transitions import Freshen, Unshare, on_response
+from proxy.policy.ranges import as_complete
+from proxy.policy.transitions import Freshen, Unshare, freshened, on_response
 from proxy.policy.vary import vary_fields, vary_values
 from storage import SYSTEM_CLOCK, Clock, EntryMeta, KeyLock, StorageFault, Store, Writer
 
@@ -67,20 +61,22 @@ class Fill:
         self.invalidated = False
         # Purges from this moment on cover what this fill fetches (storage checks at commit).
         self.started = self._now()
-        self._writer: Writer | None = None  # writes the temp file, while `run` runs
-        self._lock: KeyLock | None = None  # the key's lock, let go once nothing will commit
-        self._head_known = asyncio.Event()
-        self._ended = asyncio.Event()
+        self._changed = asyncio.Event()  # set (and replaced) on every change of state
         self._unread = False  # the last reader left a body that is not stored
-        self._task: asyncio.Task[None] | None = None  # the task running `run`
+        # Set while `run` runs: the task, the temp file's writer, the key's lock (let go
+        # once nothing will commit).
+        self._task: asyncio.Task[None] | None = None
+        self._writer: Writer | None = None
+        self._lock: KeyLock | None = None
         self._task_done = False
 
-    def _to(self, state: State) -> None:
+    def _to(self, state: State, error: ProxyError | None = None) -> None:
+        """Move along the table; a final state ends the body (with `error`, if failed)."""
         self.state = check_transition(self.state, state)
-        if state in HEAD_KNOWN:
-            self._head_known.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
         if state in FINAL:
-            self._ended.set()
+            self.body.end(error)
 
     # -- for the handler -----------------------------------------------------------------
     @property
@@ -96,17 +92,17 @@ class Fill:
         """What the origin answered; None when another process committed the key while
         this fill waited for its lock (look it up again). Raises the fill's error if it
         failed before a head arrived."""
-        await self._head_known.wait()
-        if self.head is not None:
+        while self.state not in HEAD_KNOWN:
+            await self._changed.wait()
+        if self.head is not None or self.state is State.RETRY:
             return self.head
-        if self.state is State.RETRY:
-            return None
         assert self.body.error is not None
         raise self.body.error
 
     async def wait_end(self) -> None:
         """Return once the fill reached a final state (committed, failed, handed...)."""
-        await self._ended.wait()
+        while self.state not in FINAL:
+            await self._changed.wait()
 
     def leave(self, reader: int) -> None:
         self.body.tail.leave(reader)
@@ -124,31 +120,30 @@ class Fill:
     # -- the fill itself, owned by one task from QUEUED to a final state ----------------
     def retry_lookup(self) -> None:
         self._to(State.RETRY)
-        self.body.end()
 
     async def run(
         self, origin: Origin, store: Store, settings: FillSettings, lock: KeyLock
     ) -> None:
+        self._task, self._lock = asyncio.current_task(), lock
+        self._to(State.FETCHING)
         # However the fill ends (stored, failed, cancelled), its temp file goes with it.
         async with store.writer(self.key) as self._writer:
-            await self._run(origin, store, settings, lock)
+            try:
+                await self._fetch(origin, store, settings)
+            except ProxyError as exc:  # from the origin or the guard, before any body
+                self.fail(exc)
 
-    async def _run(
-        self, origin: Origin, store: Store, settings: FillSettings, lock: KeyLock
-    ) -> None:
-        self._task = asyncio.current_task()
-        self._lock = lock
-        self._to(State.FETCHING)
+    async def _fetch(self, origin: Origin, store: Store, settings: FillSettings) -> None:
         request_time = self._now()
         fetch_headers = self.fetch_headers
         if self.stale is not None:
             fetch_headers = CIMultiDict(fetch_headers)
             fetch_headers.extend(validators_for(CIMultiDict(self.stale.meta.headers)))
-        try:
-            response = await origin.fetch("GET", self.key, fetch_headers)
-        except ProxyError as exc:
-            return self.fail(exc)
-        response_time, response = self._now(), complete_if_whole(response)
+        response = await origin.fetch("GET", self.key, fetch_headers)
+        times = (request_time, self._now())
+        complete = as_complete(response.status, response.headers, response.content_length)
+        if complete is not None:  # RFC 9111 §3.4: a 206 of the whole is the 200 it is
+            response = replace(response, status=200, headers=CIMultiDictProxy(complete))
         outcome = on_response(
             self.stale is not None,
             response.status,
@@ -157,7 +152,7 @@ class Fill:
             settings.policy,
         )
         if isinstance(outcome, Freshen):
-            return await self._freshen(store, response, settings, request_time, response_time)
+            return await self._freshen(store, response, settings, times)
         fields = vary_fields(response.headers)
         head = FillHead(
             response.status,
@@ -170,11 +165,8 @@ class Fill:
         )
         body, problem = response.body, ""
         if settings.guard is not None and settings.guard.enabled:
-            try:
-                with settings.tracing.span("image.guard"):
-                    body, problem = await settings.guard.judge(response)
-            except ProxyError as exc:
-                return self.fail(exc)
+            with settings.tracing.span("image.guard"):
+                body, problem = await settings.guard.judge(response)
         if problem and head.shared:  # served, but a broken-looking image is never stored
             head.stored, head.detail = False, "not-a-valid-image"
             log.warning("image_not_stored", key=self.key, reason=problem)
@@ -189,29 +181,31 @@ class Fill:
         if head.stored:
             self._to(State.STORING)
         else:
-            self._stop_storing(head.detail)
+            self._stop_storing()
         try:
             await self._stream(body, response.content_length, settings, response.limits)
         except ProxyError as exc:
             self.fail(exc)  # first: waiters learn it now, and nothing can cancel us after
+            self._writer_of().discard()  # now, not once the origin connection is closed
             return await response.stop()
         except asyncio.CancelledError:
             if not self._unread or self._task is None:
                 raise
             self._task.uncancel()  # our own stop (see `leave`), not a shutdown
-        if not self._unread:
-            self.body.seal()
         if self._unread:
             log.info("fill_abandoned", key=self.key, at_byte=self.body.tail.end)
             self._to(State.ABANDONED)
-            self.body.end()
             return await response.stop()  # the rest is never downloaded
+        self.body.seal()
         if self.state is State.STORING:
-            await self._keep(store, response, head, settings, request_time, response_time)
+            await self._keep(response, head, settings, times)
             self._to(State.COMPLETE)
         else:
             self._to(State.PASSED)
-        self.body.end()
+
+    def _writer_of(self) -> Writer:
+        assert self._writer is not None, "only while `run` runs"
+        return self._writer
 
     def _admit(self, store: Store, length: int | None, max_object_size: int | None) -> str:
         """Open the temp file if this response may be stored; else the reason it may not."""
@@ -219,13 +213,13 @@ class Fill:
             return "too-large"
         if not store.admits_new_entries():
             return "disk-low"
-        assert self._writer is not None
+        writer = self._writer_of()
         try:
-            self._writer.open()
+            writer.open()
         except StorageFault as fault:
             self._count_fault(fault)
             return fault.reason
-        self.body.read_fd = self._writer.dup_fd()
+        self.body.read_fd = writer.dup_fd()
         return ""
 
     async def _stream(
@@ -239,8 +233,7 @@ class Fill:
         a length was declared: a byte past it, or an end short of it, fails the fill, so no
         adapter can have a wrong-length body stored or sent as complete (invariant 2)."""
         max_object_size = settings.max_object_size
-        writer = self._writer
-        assert writer is not None
+        writer = self._writer_of()
         received = 0
         async for chunk in body:
             received += len(chunk)
@@ -251,11 +244,11 @@ class Fill:
                     await writer.append(chunk)
                 except StorageFault as fault:
                     self._count_fault(fault)
-                    self._stop_storing(fault.reason)
+                    self._stop_storing()
                 else:
                     self.body.grew_to(writer.written)
                     if max_object_size is not None and writer.written > max_object_size:
-                        self._stop_storing("too-large")
+                        self._stop_storing()
                     continue
             tail = self.body.tail
             if not tail.readers:
@@ -272,11 +265,10 @@ class Fill:
         if declared is not None and received < declared:
             raise LengthMismatch(f"origin body of {received} bytes, Content-Length {declared}")
 
-    def _stop_storing(self, reason: str) -> None:
+    def _stop_storing(self) -> None:
         """Keep serving this body to its readers, from memory past what the file holds."""
         self.body.tail.start(self.body.file_bytes)
-        if self._writer is not None:
-            self._writer.discard()  # readers keep `read_fd`, so the bytes stay readable
+        self._writer_of().discard()  # readers keep `read_fd`, so the bytes stay readable
         self._to(State.PASSING)
         if self._lock is not None:
             self._lock.release()  # nothing will be committed: other processes need not wait
@@ -289,34 +281,29 @@ class Fill:
 
     async def _keep(
         self,
-        store: Store,
         response: OriginResponse,
         head: FillHead,
         settings: FillSettings,
-        request_time: float,
-        response_time: float,
+        times: tuple[float, float],
     ) -> None:
         """The whole body is in the temp file: commit it, unless the image does not decode
-        or the URL was invalidated meanwhile."""
-        writer = self._writer
-        assert writer is not None and writer.storing
+        or the URL was invalidated meanwhile (then `run`'s writer removes it)."""
+        writer = self._writer_of()
         if settings.guard is not None and settings.guard.decodes:
             with settings.tracing.span("image.decode"):
                 problem = await settings.guard.decodes_whole(writer.path)
             if problem:  # decode mode: a truncated or broken image is never stored
                 metrics.GUARD_REJECTIONS.labels("decode").inc()
                 log.warning("image_not_stored", key=self.key, reason=problem)
-                writer.discard()
                 return
         if self.invalidated:
-            writer.discard()
             return
         meta = EntryMeta(
             key=self.key,
             status=response.status,
             headers=list(response.headers.items()),
-            request_time=request_time,
-            response_time=response_time,
+            request_time=times[0],
+            response_time=times[1],
             body_length=writer.written,
             sha256=writer.sha256,
             vary_fields=head.vary_fields,
@@ -333,62 +320,67 @@ class Fill:
         store: Store,
         response: OriginResponse,
         settings: FillSettings,
-        request_time: float,
-        response_time: float,
+        times: tuple[float, float],
     ) -> None:
-        """A 304: the stored response is still good. Update its headers (RFC 9111 §4.3.4),
-        store that, and serve the stored body to every waiter."""
+        """A 304: the stored response is still good. Store it with its headers updated
+        (proxy/policy/transitions.freshened) and serve the stored body to every waiter."""
         assert self.stale is not None
         await response.close()
-        head, meta = freshened(
-            self.stale.meta,
-            response,
+        old = self.stale.meta
+        headers, verdict = freshened(
+            old.status,
+            CIMultiDict(old.headers),
+            response.headers,
             self.request_headers,
-            settings.policy.targets,
-            request_time,
-            response_time,
+            settings.policy,
         )
-        if meta is None:
+        head = FillHead(
+            old.status,
+            CIMultiDictProxy(CIMultiDict(headers)),
+            old.body_length,
+            verdict,
+            old.vary_fields,
+            old.vary_values,
+            response.timings,
+            detail="revalidated" if verdict.ok else "",
+            origin_status=response.status,
+        )
+        if not verdict.ok:
             # Neither kept nor shared: the client that revalidated gets the stored body
             # with the new headers, every other waiter fetches for itself.
             await store.remove(self.coalesce_key)
-            length = self.stale.meta.body_length
-            body = read_fd(os.dup(self.stale.fd), length)
-            stored = OriginResponse(head.status, head.headers, body, length, response.timings)
+            body = read_fd(os.dup(self.stale.fd), old.body_length)
+            stored = OriginResponse(
+                head.status, head.headers, body, old.body_length, response.timings
+            )
             return await self._hand_to_leader(head, stored)
         if not self.invalidated:
+            meta = replace(old, headers=headers, request_time=times[0], response_time=times[1])
             try:
                 await store.refresh(self.coalesce_key, meta, self.started)
             except Exception as exc:  # noqa: BLE001 - the waiters are served all the same
                 log.warning("refresh_failed", key=self.key, error=repr(exc))
         self.body.read_fd = os.dup(self.stale.fd)
-        self.body.file_bytes = meta.body_length
+        self.body.file_bytes = old.body_length
         self.head = head
         self._to(State.COMPLETE)
-        self.body.end()
 
     async def _hand_to_leader(self, head: FillHead, response: OriginResponse) -> None:
+        await self.leader_slot.hand(response)
         self.head = head
         self._to(State.HANDED)
-        self.body.end()
-        await self.leader_slot.hand(response)
 
     def fail(self, exc: ProxyError) -> None:
         """The fill failed: every reader gets `exc` (a fill already ended keeps its end)."""
-        if self.state in FINAL:
-            return
-        log_fill_error(self.key, exc)
-        if self._writer is not None:
-            self._writer.discard()  # now, not when the task gets to leave `run`
-        self._to(State.FAILED)
-        self.body.end(exc)
+        if self.state not in FINAL:
+            log_fill_error(self.key, exc)
+            self._to(State.FAILED, exc)
 
     def close(self) -> None:
         """The fill task ended (`run` removed the temp file): readers' descriptors stay till
         they leave."""
         self._task_done = True
-        if self.state not in FINAL:
-            self.fail(ProxyError("pixcache is shutting down"))
+        self.fail(ProxyError("pixcache is shutting down"))  # if it has not ended yet
         if not self.body.tail.readers:
             self._release_files()
 

@@ -8,7 +8,6 @@ committed an entry, its requests are answered from it instead."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ from proxy import metrics
 from proxy.errors import InternalError, Overloaded
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
+from proxy.policy.storable import sharing_key
 from proxy.redact import describe
 from storage import SYSTEM_CLOCK, Clock, KeyLock, Store
 
@@ -38,18 +38,10 @@ def resident_bytes(now: float) -> int:
 
 
 def joining_key(fill: Fill) -> str:
-    """Which requests may join a fill: those of its coalescing key and, when it was started
-    with Authorization, only those with the same credentials. Its answer may then be for
-    that user alone (RFC 9111 §3.5), and requests of others that had joined it would each
-    have to fetch alone: one request with any Authorization could undo the coalescing of
-    a key for everyone. Requests of others start a fill of their own instead, which waits
-    for the key's lock (at most one fetch in flight) and then finds what the first stored,
-    or fetches."""
-    credentials = fill.request_headers.getall("Authorization", ())
-    if not credentials:
-        return fill.coalesce_key
-    digest = hashlib.sha256("\n".join(credentials).encode()).hexdigest()
-    return f"{fill.coalesce_key} authorization={digest}"
+    """Which requests may join a fill (RFC 9111 §3.5, proxy/policy/storable.py). Requests
+    it turns away start a fill of their own, which waits for the key's lock (at most one
+    fetch in flight) and then finds what the first stored, or fetches."""
+    return sharing_key(fill.coalesce_key, fill.request_headers)
 
 
 LOCK_POLL_FIRST = 0.005
@@ -80,7 +72,6 @@ class Fills:
         # Backpressure instead of memory growth: fills beyond max_fills wait, at most
         # fill_queue of them; past that, and above max_rss, a new fill is refused.
         self._slots = asyncio.Semaphore(max_fills)
-        self._started = 0  # fills running or waiting for a slot
         self.most_started = max_fills + fill_queue
         self.max_rss = max_rss
         self._tasks: set[asyncio.Task[None]] = set()
@@ -95,7 +86,6 @@ class Fills:
             self.settings.tracing.fill_joined(current)
             return current, False, current.join()
         self._admit()
-        self._started += 1
         metrics.FILLS_IN_FLIGHT.inc()
         reader = fill.join()
         self.in_flight[joining_key(fill)] = fill
@@ -114,44 +104,37 @@ class Fills:
         """Raise Overloaded when a new fill may not start now."""
         if self.max_rss is not None and resident_bytes(self.clock.monotonic()) > self.max_rss:
             raise Overloaded("memory above --max-rss; try again shortly")
-        if self._started >= self.most_started:
+        if self.running >= self.most_started:
             raise Overloaded("too many fills in flight; try again shortly")
 
     async def _run(self, fill: Fill) -> None:
         lock = self.store.key_lock(fill.coalesce_key)
-        queued = self._slots.locked()  # every slot taken: this fill waits in the queue
-        if queued:
-            metrics.FILL_QUEUE.inc()
         tracing = self.settings.tracing
+        has_slot = False
         try:
-            with tracing.span("cache.fill_slot"):
-                await self._slots.acquire()
-        except asyncio.CancelledError:
-            self._started -= 1
-            metrics.FILLS_IN_FLIGHT.dec()
-            fill.close()
-            tracing.fill_ended(fill)
-            raise
-        finally:
+            queued = self._slots.locked()  # every slot taken: this fill waits in the queue
             if queued:
-                metrics.FILL_QUEUE.dec()
-        try:
+                metrics.FILL_QUEUE.inc()
+            try:
+                with tracing.span("cache.fill_slot"):
+                    await self._slots.acquire()
+            finally:
+                if queued:
+                    metrics.FILL_QUEUE.dec()
+            has_slot = True
             with tracing.span("cache.lock_wait") as span:
                 waited = await self._acquire(lock)
                 span.set_attribute("pixcache.lock.waited", waited)
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
-                fill.retry_lookup()
-                return
+                return fill.retry_lookup()
             await fill.run(self.origin, self.store, self.settings, lock)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
             log.exception("fill_crashed", key=fill.key)
             fill.fail(InternalError("internal error", detail=describe(exc)))
         finally:
-            self._started -= 1
             metrics.FILLS_IN_FLIGHT.dec()
-            self._slots.release()
+            if has_slot:
+                self._slots.release()
             lock.release()
             if self.in_flight.get(joining_key(fill)) is fill:
                 del self.in_flight[joining_key(fill)]
@@ -182,9 +165,7 @@ class Fills:
     def invalidate(self, key: str) -> None:
         """RFC 9111 §4.4: fills in flight for this URL (its path and query, their key) must
         not commit what they fetched."""
-        for fill in self.in_flight.values():
-            if fill.key == key:
-                fill.invalidated = True
+        self.invalidate_where(lambda fill: fill.key == key)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):

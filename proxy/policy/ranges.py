@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from multidict import CIMultiDict
+
+from proxy.policy.directives import Headers
+
 # More ranges than this in one request are ignored and the whole body is sent (§14.2 lets a
 # server ignore a Range; many small or overlapping ranges are a known abuse).
 MAX_RANGES = 16
@@ -139,3 +143,19 @@ def whole_representation(content_range: str | None, content_length: int | None) 
     if parsed.last != total - 1 or (content_length is not None and content_length != total):
         return None
     return total
+
+
+def as_complete(
+    status: int, headers: Headers, content_length: int | None
+) -> CIMultiDict[str] | None:
+    """The headers of the complete 200 a 206 is when its one Content-Range spans the whole
+    representation (RFC 9111 §3.4), so it is stored and answers any later range; None for
+    any other response. Any other 206 stays a 206, which is never stored (storable.py) nor
+    served as a 200. Only with a Content-Length, which the body is checked against."""
+    if status != 206 or content_length is None or len(headers.getall("Content-Range", ())) != 1:
+        return None
+    if whole_representation(headers.get("Content-Range"), content_length) is None:
+        return None
+    complete = CIMultiDict(headers)
+    del complete["Content-Range"]
+    return complete

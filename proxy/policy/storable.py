@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from proxy.policy.directives import Headers, cache_control_of, list_values
@@ -94,3 +95,17 @@ def request_wants_validation(request_headers: Headers) -> bool:
     if "cache-control" in request_headers:
         return False
     return any(v.lower() == "no-cache" for v in list_values(request_headers, "Pragma"))
+
+
+def sharing_key(coalesce_key: str, request_headers: Headers) -> str:
+    """Which requests may share one fetch: those of the coalescing key and, for a request
+    with Authorization, only those with the same credentials. Its answer may be for that
+    user alone (§3.5), and requests of others that had joined it would each have to fetch
+    alone: one request with any Authorization could undo the coalescing of a key for
+    everyone. Requests of others fetch on their own instead (after the first, which may
+    have stored what they need)."""
+    credentials = request_headers.getall("Authorization", ())
+    if not credentials:
+        return coalesce_key
+    digest = hashlib.sha256("\n".join(credentials).encode()).hexdigest()
+    return f"{coalesce_key} authorization={digest}"

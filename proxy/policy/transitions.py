@@ -3,7 +3,8 @@ transitions the handler and the fill carry out (RFC 9111 §4, §4.3.3, §5.2.1; 
 
 `on_request`: (stored view, request, now, options) → Serve / Validate / Fetch / Bypass /
 NotCached. `on_response`: (stale view, origin answer, request, options) → Store / Freshen /
-Unshare. Neither does I/O; `now` is passed in."""
+Unshare; `freshened`: what a Freshen makes of the stored response. None does I/O; `now` is
+passed in."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
+from proxy.policy.conditional import updated_headers
 from proxy.policy.directives import Headers, cache_control_of
 from proxy.policy.freshness import RFC_ONLY, Timing, TtlPolicy, time_to_live
 from proxy.policy.reuse import Action, decide_reuse, only_if_cached
@@ -180,3 +182,21 @@ def on_response(
         # respond"; it must not replace the stored response that stale-if-error may serve.
         return Unshare(Verdict(False, "origin-error"))
     return Store(verdict)
+
+
+def freshened(
+    stored_status: int,
+    stored_headers: Headers,
+    response_headers: Headers,
+    request_headers: Headers,
+    options: PolicyOptions,
+) -> tuple[list[tuple[str, str]], Verdict]:
+    """§4.3.4: the stored fields updated with a 304's, and whether the response may still
+    be stored and shared: the 304 may have made it private or no-store (§3), and it is
+    then neither kept nor shared."""
+    headers = updated_headers(stored_headers, response_headers)
+    if "age" not in response_headers:
+        # §5.1: the old Age described the old response; the 304 is the newer one.
+        headers = [(n, v) for n, v in headers if n.lower() != "age"]
+    policy_headers = effective_headers(CIMultiDict(headers), options.targets)
+    return headers, may_store("GET", request_headers, stored_status, policy_headers)

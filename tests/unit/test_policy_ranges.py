@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from proxy.policy.ranges import (
     ByteRange,
     ContentRange,
     Unsatisfiable,
+    as_complete,
     parse_content_range,
     parse_range,
     whole_representation,
@@ -166,3 +168,24 @@ def test_rfc9111_3_4_a_206_of_the_whole_representation(
     value: str | None, length: int | None, expected: int | None, rule: str
 ) -> None:
     assert whole_representation(value, length) == expected, rule
+
+
+@pytest.mark.parametrize(
+    ("status", "content_range", "length", "complete"),
+    [
+        (206, "bytes 0-9/10", 10, True),  # RFC 9111 §3.4: the whole representation
+        (206, "bytes 0-4/10", 5, False),  # a part stays a 206
+        (206, "bytes 0-9/10", None, False),  # no length to check the body against
+        (200, None, 10, False),
+    ],
+)
+def test_rfc9111_3_4_a_206_of_the_whole_is_a_200(
+    status: int, content_range: str | None, length: int | None, complete: bool
+) -> None:
+    headers = CIMultiDict({"Content-Type": "image/png"})
+    if content_range is not None:
+        headers["Content-Range"] = content_range
+    made = as_complete(status, headers, length)
+    assert (made is not None) is complete
+    if made is not None:
+        assert "Content-Range" not in made and made["Content-Type"] == "image/png"

@@ -7,7 +7,7 @@ from multidict import CIMultiDict
 
 from proxy.policy.freshness import Timing
 from proxy.policy.reuse import Action, decide_reuse
-from proxy.policy.storable import may_serve_stored, may_store
+from proxy.policy.storable import may_serve_stored, may_store, sharing_key
 
 FRESH = ("Cache-Control", "max-age=60")
 
@@ -192,3 +192,13 @@ def test_rfc9111_5_2_and_5_4_needs_revalidation(
     now = 1_700_000_000.0
     reuse = decide_reuse(200, h(*stored_pairs), Timing(now, now), h(*request_pairs), now)
     assert (reuse.action is Action.VALIDATE) is expected
+
+
+def test_rfc9111_3_5_only_the_same_credentials_share_a_fetch() -> None:
+    anyone = sharing_key("/a.jpg", CIMultiDict())
+    alice = sharing_key("/a.jpg", CIMultiDict({"Authorization": "Basic YWxpY2U6eA=="}))
+    bob = sharing_key("/a.jpg", CIMultiDict({"Authorization": "Basic Ym9iOng="}))
+    assert anyone == "/a.jpg"
+    assert len({anyone, alice, bob}) == 3
+    assert alice == sharing_key("/a.jpg", CIMultiDict({"Authorization": "Basic YWxpY2U6eA=="}))
+    assert "YWxpY2U" not in alice  # the credentials themselves are never part of a key

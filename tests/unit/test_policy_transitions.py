@@ -19,6 +19,7 @@ from proxy.policy.transitions import (
     StoredView,
     Unshare,
     Validate,
+    freshened,
     on_request,
     on_response,
 )
@@ -172,3 +173,23 @@ def test_rfc9111_3_and_4_3_on_response(
 ) -> None:
     outcome = on_response(validating, status, h(*response_pairs), h(*request_pairs), OPTIONS)
     assert outcome == expected
+
+
+@pytest.mark.parametrize(
+    ("stored_cc", "new_fields", "age_kept", "shared"),
+    [
+        ("max-age=60", [("Cache-Control", "max-age=120")], False, True),
+        ("max-age=60", [("Age", "5")], True, True),
+        ("max-age=60", [("Cache-Control", "private")], False, False),
+        ("max-age=60", [("Cache-Control", "no-store")], False, False),
+    ],
+)
+def test_rfc9111_4_3_4_a_304_updates_the_stored_response(
+    stored_cc: str, new_fields: list[tuple[str, str]], age_kept: bool, shared: bool
+) -> None:
+    old = h(("Cache-Control", stored_cc), ("ETag", '"a"'), ("Age", "30"), ("Content-Length", "9"))
+    headers, verdict = freshened(200, old, h(*new_fields), h(), PolicyOptions())
+    fields = CIMultiDict(headers)
+    assert fields["ETag"] == '"a"' and fields["Content-Length"] == "9"  # §3.2: kept
+    assert ("Age" in fields) is age_kept  # the old Age described the old response
+    assert verdict.ok is shared
