@@ -182,6 +182,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
     app.router.add_route("*", "/{tail:.*}", tracing.serve(handler.__call__))
 
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
+        await origin.prepare()
         task = asyncio.get_running_loop().create_task(upkeep(store, config))
         yield
         task.cancel()

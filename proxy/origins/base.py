@@ -52,6 +52,9 @@ class Origin(Protocol):
         body: AsyncIterable[bytes] | None = None,
     ) -> OriginResponse: ...
 
+    async def prepare(self) -> None:
+        """Set up at start what the first fetch would otherwise pay for inside its deadlines."""
+
     async def close(self) -> None: ...
 
 

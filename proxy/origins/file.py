@@ -225,6 +225,9 @@ class FileOrigin:
         seconds = self.deadlines.read if stage == "read" else self.deadlines.total
         return OriginTimeout(stage, seconds, origin=self.name)
 
+    async def prepare(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -260,6 +260,9 @@ class HttpOrigin:
         }[stage]
         return OriginTimeout(stage, seconds, origin=self.name)
 
+    async def prepare(self) -> None:
+        return None  # the session is made by the first fetch, at no cost worth a deadline
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import aiohttp
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -58,6 +59,8 @@ from proxy.origins.s3_stages import (
     stage_seconds,
 )
 from proxy.redact import describe
+
+log = structlog.get_logger("pixcache.origin")
 
 CHUNK = 256 * 1024
 KEEPALIVE_SECONDS = 4.0  # as for HTTP origins: shorter than the idle timeouts stores use
@@ -342,6 +345,16 @@ class S3Origin:
     def _timeout(self, stage: str, key: str) -> S3Timeout:
         seconds = stage_seconds(self.deadlines, stage)
         return S3Timeout(stage, seconds, origin=self.name, bucket=self.bucket, key=key)
+
+    async def prepare(self) -> None:
+        """Make the client at start: botocore loads its service model and the credentials
+        are resolved, which can take longer than a short total deadline on a busy machine.
+        A failure here is left to the first fetch, which tries again within its deadline."""
+        try:
+            async with asyncio.timeout(self.deadlines.total):
+                await self._s3()
+        except (TimeoutError, BotoCoreError, OSError) as exc:
+            log.warning("s3_client_not_ready", origin=self.name, error=describe(exc))
 
     async def close(self) -> None:
         self._client = None

@@ -64,6 +64,9 @@ class TracedOrigin:
         fetch.headers_arrived(response)
         return replace(response, body=fetch.body(response), close=fetch.closer(response.close))
 
+    async def prepare(self) -> None:
+        await self.inner.prepare()
+
     async def close(self) -> None:
         await self.inner.close()
 
