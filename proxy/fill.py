@@ -81,8 +81,9 @@ class Fill:
     # -- for the handler -----------------------------------------------------------------
     @property
     def joinable(self) -> bool:
-        """A late request can still be given the whole body from offset 0."""
-        return self.state in JOINABLE
+        """A late request can still be given the whole body from offset 0, and what it
+        fetched was not purged or invalidated meanwhile (a later request must not get it)."""
+        return self.state in JOINABLE and not self.invalidated
 
     def join(self) -> int:
         """A reader joins (before or after the head arrived); give it back with `leave`."""

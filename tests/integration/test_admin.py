@@ -263,3 +263,30 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
     finally:
         for server in servers:
             await server.close()
+
+
+async def test_a_request_after_a_purge_never_joins_the_fill_it_purged(
+    stack: Stack, origin: FakeOrigin
+) -> None:
+    """What a fill in flight fetched before a purge is not stored; a request that comes
+    after the purge must not be given it either, but fetches the object anew."""
+    from tests.fake_origin import pattern_bytes
+
+    body = pattern_bytes(200_000, 5)
+    origin.add("/late.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
+    filling = asyncio.ensure_future(stack.get("/late.jpg"))
+    tmp = stack.cache_dir / "tmp"
+    for _ in range(250):  # the fill is storing: paused in the middle of the body
+        if any(f.stat().st_size for f in tmp.iterdir()):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the fill never started storing")
+    status, _ = await stack.admin("POST", "/purge?url=/late.jpg")
+    assert status == 200
+    status, got, cache = await stack.get("/late.jpg")
+    assert status == 200 and got == body
+    assert "collapsed" not in cache  # its own fill, not the purged one
+    assert origin.hits["/late.jpg"] == 2
+    status, got, _ = await filling
+    assert status == 200 and got == body  # the first client still gets what it asked for
