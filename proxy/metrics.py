@@ -265,7 +265,7 @@ class RequestTally:
     def forget(self) -> None:
         """Drop what is pending (a forked worker starts from nothing of its parent's)."""
         self._requests: dict[tuple[str, int], int] = {}
-        self._bytes = [0, 0]  # [from the origin, from the cache]
+        self._bytes: dict[bool, int] = {}  # by whether they came from the cache
         # outcome -> [sum of seconds, then the observations in each bucket]
         self._durations: dict[str, list[float]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -278,7 +278,8 @@ class RequestTally:
         key = (outcome, status)
         requests = self._requests
         requests[key] = requests.get(key, 0) + 1
-        self._bytes[from_cache] += body_bytes
+        sent = self._bytes
+        sent[from_cache] = sent.get(from_cache, 0) + body_bytes
         row = self._durations.get(outcome)
         if row is None:
             row = self._durations[outcome] = [0.0] * (len(self._bounds) + 1)
@@ -306,11 +307,9 @@ class RequestTally:
         requests, self._requests = self._requests, {}
         for (outcome, status), count in requests.items():
             self._requests_metric.labels(outcome, str(status)).inc(count)
-        (from_origin, from_cache), self._bytes = self._bytes, [0, 0]
-        if from_origin:
-            self._bytes_metric.labels("origin").inc(from_origin)
-        if from_cache:
-            self._bytes_metric.labels("cache").inc(from_cache)
+        sent, self._bytes = self._bytes, {}
+        for from_cache, body_bytes in sent.items():  # 0 too: the sample exists from then on
+            self._bytes_metric.labels("cache" if from_cache else "origin").inc(body_bytes)
         durations, self._durations = self._durations, {}
         for outcome, row in durations.items():
             # The histogram has no public call that adds many observations at once; its
