@@ -6,7 +6,6 @@ import itertools
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -66,7 +65,8 @@ os.register_at_fork(after_in_child=_reset_ids)  # each worker numbers its own re
 def record_request(request: web.Request, served: Served, began: float) -> None:
     seconds = time.monotonic() - began
     _count(served)
-    _duration_histogram(served.cache.outcome).observe(seconds)
+    cache = served.cache
+    metrics.TALLY.add(cache.outcome, served.status, cache.hit, served.body_bytes, seconds)
     if not request_logged():
         return
     fields: dict[str, object] = {
@@ -97,13 +97,6 @@ def record_request(request: web.Request, served: Served, began: float) -> None:
     request_event(fields)
 
 
-# Labelled children of the two counters every request moves, looked up once per label set
-# in each process (prometheus_client's labels() costs more than the increment).
-_requests_by_label: dict[tuple[str, int], Any] = {}
-_bytes_by_source: dict[bool, Any] = {}
-_durations_by_outcome: dict[str, Any] = {}
-
-
 def hit_log_head(path: str, body_bytes: int) -> str | None:
     """The fixed start of the `request` line of a 200 hit for `path` sent whole, when
     request lines are JSON (see record_hit); None otherwise."""
@@ -122,17 +115,13 @@ def record_hit(request: web.Request, body_bytes: int, began: float, log_head: st
         record_request(request, Served(200, HIT, body_bytes=body_bytes), began)
         return
     seconds = time.monotonic() - began
-    _count_hit(body_bytes)
-    _duration_histogram("hit").observe(seconds)
+    metrics.TALLY.add("hit", 200, True, body_bytes, seconds)
     lines.write_end(log_head, round(seconds, 6), new_request_id())
 
 
-def _count_hit(body_bytes: int) -> None:
-    _requests_counter("hit", 200).inc()
-    _bytes_counter(True).inc(body_bytes)
-
-
 def _count(served: Served) -> None:
+    """The metrics of a fill (moved once per fill, not on every request); the request
+    counters and the duration go through metrics.TALLY."""
     cache = served.cache
     if cache.collapsed:
         metrics.COALESCED.inc()
@@ -141,41 +130,6 @@ def _count(served: Served) -> None:
             metrics.ORIGIN_SECONDS.labels(stage).observe(seconds)
     if served.error is not None and not cache.collapsed:
         metrics.ORIGIN_ERRORS.labels(served.error.stage or "-", served.error.event).inc()
-    _bytes_counter(cache.hit).inc(served.body_bytes)
-    _requests_counter(cache.outcome, served.status).inc()
-
-
-def _requests_counter(outcome: str, status: int) -> Any:
-    counter = _requests_by_label.get((outcome, status))
-    if counter is None:
-        counter = _requests_by_label[outcome, status] = metrics.REQUESTS.labels(
-            outcome, str(status)
-        )
-    return counter
-
-
-def _bytes_counter(from_cache: bool) -> Any:
-    counter = _bytes_by_source.get(from_cache)
-    if counter is None:
-        source = "cache" if from_cache else "origin"
-        counter = _bytes_by_source[from_cache] = metrics.BYTES_SERVED.labels(source)
-    return counter
-
-
-def _duration_histogram(outcome: str) -> Any:
-    histogram = _durations_by_outcome.get(outcome)
-    if histogram is None:
-        histogram = _durations_by_outcome[outcome] = metrics.REQUEST_SECONDS.labels(outcome)
-    return histogram
-
-
-def _forget_children() -> None:
-    _requests_by_label.clear()
-    _bytes_by_source.clear()
-    _durations_by_outcome.clear()
-
-
-os.register_at_fork(after_in_child=_forget_children)  # each worker its own metric values
 
 
 def log_fill_error(key: str, exc: ProxyError) -> None:

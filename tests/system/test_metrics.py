@@ -136,6 +136,9 @@ async def test_metrics_follow_the_conventions_and_count_every_request(
                 buckets = "pixcache_request_duration_seconds_bucket"
                 assert total(families, buckets, cache="hit", le="+Inf") == 19
                 assert total(families, "pixcache_requests_total", cache="hit") == 19
+                assert total(families, "pixcache_requests_total", cache="uri-miss") == 1
+                assert total(families, "pixcache_body_bytes_total", source="cache") == 19 * 3000
+                assert total(families, "pixcache_body_bytes_total", source="origin") == 3000
 
         [info] = values(families, "pixcache_build_info")
         assert info.value == 1 and info.labels["version"] and info.labels["python"]
