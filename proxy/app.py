@@ -192,6 +192,9 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
         await origin.close()
         guard.close()
         app[HOT_KEY].close()
+        # Every request is answered: what they counted since the last flush goes into the
+        # metrics now, since a worker leaves by os._exit (no atexit).
+        metrics.TALLY.flush()
         await store.flush_uses()
         await asyncio.to_thread(tracing.close)  # the last export may wait for its collector
 

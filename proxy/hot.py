@@ -41,7 +41,6 @@ from aiohttp.http import HttpVersion11
 from aiohttp.web_response import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
-from proxy import metrics
 from proxy.observe import HIT, Served, hit_log_head, record_hit, record_request
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.directives import cache_control_of
@@ -303,9 +302,6 @@ class HotHits:
     def close(self) -> None:
         while self._entries:
             self._drop(next(iter(self._entries)))
-        # The app is cleaning up, every request answered: what they counted since the last
-        # flush goes into the metrics now, since a worker leaves by os._exit (no atexit).
-        metrics.TALLY.flush()
 
 
 def _sealed_copy(body: bytes) -> int:
