@@ -45,14 +45,22 @@ def _instances(spec: str) -> list[str]:
     return [part.strip() for part in spec.split(",") if part.strip()]
 
 
-def run(args: argparse.Namespace) -> int:
+def instances_of(spec: str) -> list[str] | None:
+    """The admin listeners `--instances` names; None (and a message) when it names none."""
     try:
-        instances = _instances(args.instances)
+        instances = _instances(spec)
     except OSError as exc:
         print(f"pixcache: invalid setting --instances: {exc}", file=sys.stderr)
-        return 2
+        return None
     if not instances:
         print("pixcache: invalid setting --instances: no instance given", file=sys.stderr)
+        return None
+    return instances
+
+
+def run(args: argparse.Namespace) -> int:
+    instances = instances_of(args.instances)
+    if instances is None:
         return 2
     if args.url is not None:
         query = {"url": args.url}

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from proxy.purge_cmd import DEFAULT_ADMIN, _instances
+from proxy.purge_cmd import DEFAULT_ADMIN, instances_of
 from proxy.warm import MOST_PATHS, path_problem
 
 BAR_WIDTH = 30
@@ -70,13 +70,8 @@ def read_paths(stream: TextIO, name: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        instances = _instances(args.instances)
-    except OSError as exc:
-        print(f"pixcache: invalid setting --instances: {exc}", file=sys.stderr)
-        return 2
-    if not instances:
-        print("pixcache: invalid setting --instances: no instance given", file=sys.stderr)
+    instances = instances_of(args.instances)
+    if instances is None:
         return 2
     try:
         if args.file == "-":
