@@ -82,7 +82,13 @@ class Fills:
         Returns the fill, whether it was started now (this request leads it), and the
         reader id the request must give back with `fill.leave`."""
         current = self.in_flight.get(joining_key(fill))
-        if current is not None and current.joinable:
+        # A purge taken since the fill started (in any worker) may cover what it fetched:
+        # the commit will check; a request that comes now starts its own fill instead.
+        if (
+            current is not None
+            and current.joinable
+            and not self.store.purged_after(current.started)
+        ):
             self.settings.tracing.fill_joined(current)
             return current, False, current.join()
         self._admit()

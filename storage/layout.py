@@ -49,6 +49,11 @@ class Layout:
         return self.root / "upkeep.lock"
 
     @property
+    def purge_stamp(self) -> Path:
+        """An empty file whose mtime is the time of the latest purge, in any worker."""
+        return self.root / "purged"
+
+    @property
     def index_file(self) -> Path:
         return self.root / "index.sqlite3"
 

@@ -272,7 +272,24 @@ class Store:
 
     # -- the index ---------------------------------------------------------------------
     async def record_purge(self, kind: str, value: str) -> None:
-        await self._on_index(self.index.record_purge, kind, value, self._now())
+        await self._on_index(self._record_purge, kind, value, self._now())
+
+    def _record_purge(self, kind: str, value: str, now: float) -> None:
+        self.index.record_purge(kind, value, now)
+        # The stamp lets every worker tell, with one stat, whether a purge came after a
+        # fill started (see purged_after); it only moves forward.
+        stamp = self.layout.purge_stamp
+        stamp.touch()
+        when = max(now, stamp.stat().st_mtime)
+        os.utime(stamp, (when, when))
+
+    def purged_after(self, since: float) -> bool:
+        """Whether any purge, in any worker, was recorded at or after `since`: what a fill
+        that started then fetched must not go to a request that comes now."""
+        try:
+            return os.stat(self.layout.purge_stamp).st_mtime >= since
+        except FileNotFoundError:
+            return False
 
     async def keys_under(self, prefix: str) -> list[str]:
         return await self._on_index(self.index.keys_under, prefix)

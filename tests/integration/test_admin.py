@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -214,19 +215,16 @@ def test_no_token_off_loopback_refuses_to_start(tmp_path: Path) -> None:
         )
 
 
-async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
+@asynccontextmanager
+async def two_workers(
     origin: FakeOrigin, tmp_path: Path, clock: FakeClock
-) -> None:
-    """Two instances on one cache directory, as two workers are: the purge taken by one
-    stops the other's fill in flight from committing what it fetched before the purge."""
-    from tests.fake_origin import pattern_bytes
-
-    body = pattern_bytes(200_000, 4)
-    origin.add("/race.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
+) -> AsyncIterator[tuple[Stack, Stack]]:
+    """Two instances on one cache directory, as two workers of one instance are (one
+    clock, as on one machine), each with its admin listener."""
     flags = {"origin": origin.url, "cache_dir": str(tmp_path / "cache"), "admin_token": TOKEN}
     config = build_config(flags, environ={})
     servers = []
-    for _ in range(2):  # two workers of one instance: one clock, as on one machine
+    for _ in range(2):
         store = make_store(config, clock)
         store.prepare()
         app = build_app(config, store)
@@ -236,33 +234,71 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
         ]
     for server in servers:
         await server.start_server()
-    first, second = (
-        Stack(servers[0], servers[1], config.cache_dir),
-        Stack(servers[2], servers[3], config.cache_dir),
-    )
     try:
+        yield (
+            Stack(servers[0], servers[1], config.cache_dir),
+            Stack(servers[2], servers[3], config.cache_dir),
+        )
+    finally:
+        for server in servers:
+            await server.close()
+
+
+async def storing(stack: Stack) -> None:
+    """Return once a fill of `stack` is storing (its temp file has bytes), bounded."""
+    tmp = stack.cache_dir / "tmp"
+    for _ in range(250):
+        if any(f.stat().st_size for f in tmp.iterdir()):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the fill never started storing")
+
+
+async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
+    origin: FakeOrigin, tmp_path: Path, clock: FakeClock
+) -> None:
+    """The purge taken by one worker stops the other's fill in flight from committing what
+    it fetched before the purge."""
+    from tests.fake_origin import pattern_bytes
+
+    body = pattern_bytes(200_000, 4)
+    origin.add("/race.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
+    async with two_workers(origin, tmp_path, clock) as (first, second):
         filling = asyncio.ensure_future(first.get("/race.jpg"))
-        tmp = config.cache_dir / "tmp"
-        for _ in range(250):  # the fill is storing: paused in the middle of the body
-            if any(f.stat().st_size for f in tmp.iterdir()):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AssertionError("the fill never started storing")
+        await storing(first)  # paused in the middle of the body
         status, _ = await second.admin("POST", "/purge?url=/race.jpg")
         assert status == 200
         status, got, _ = await filling
         assert status == 200 and got == body  # the client still gets what it asked for
         for _ in range(50):
-            if not any((config.cache_dir / "tmp").iterdir()):
+            if not any((first.cache_dir / "tmp").iterdir()):
                 break
             await asyncio.sleep(0.02)
-        assert [p for p in (config.cache_dir / "entries").glob("??/*")] == []
+        assert [p for p in (first.cache_dir / "entries").glob("??/*")] == []
         status, _, cache = await first.get("/race.jpg")
         assert cache.startswith("pixcache; fwd=uri-miss")
-    finally:
-        for server in servers:
-            await server.close()
+
+
+async def test_a_request_after_a_purge_elsewhere_never_joins_the_fill_it_purged(
+    origin: FakeOrigin, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A request that comes, to the worker whose fill is in flight, after another worker
+    took a purge is not given what that fill fetched before it: it fetches anew."""
+    from tests.fake_origin import pattern_bytes
+
+    body = pattern_bytes(200_000, 6)
+    origin.add("/late2.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
+    async with two_workers(origin, tmp_path, clock) as (first, second):
+        filling = asyncio.ensure_future(first.get("/late2.jpg"))
+        await storing(first)
+        status, _ = await second.admin("POST", "/purge?url=/late2.jpg")
+        assert status == 200
+        status, got, cache = await first.get("/late2.jpg")
+        assert status == 200 and got == body
+        assert "collapsed" not in cache  # its own fill, not the purged one
+        assert origin.hits["/late2.jpg"] == 2
+        status, got, _ = await filling
+        assert status == 200 and got == body
 
 
 async def test_a_request_after_a_purge_never_joins_the_fill_it_purged(
@@ -275,13 +311,7 @@ async def test_a_request_after_a_purge_never_joins_the_fill_it_purged(
     body = pattern_bytes(200_000, 5)
     origin.add("/late.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
     filling = asyncio.ensure_future(stack.get("/late.jpg"))
-    tmp = stack.cache_dir / "tmp"
-    for _ in range(250):  # the fill is storing: paused in the middle of the body
-        if any(f.stat().st_size for f in tmp.iterdir()):
-            break
-        await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the fill never started storing")
+    await storing(stack)  # paused in the middle of the body
     status, _ = await stack.admin("POST", "/purge?url=/late.jpg")
     assert status == 200
     status, got, cache = await stack.get("/late.jpg")
