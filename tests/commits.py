@@ -19,12 +19,13 @@ async def settled(cache_dir: Path, *, entry: bool = False, seconds: float = 5.0)
     raise AssertionError(f"fills never settled in {cache_dir}: {sorted(tmp.iterdir())}")
 
 
-async def storing(cache_dir: Path, *, seconds: float = 10.0) -> None:
+async def storing(cache_dir: Path, *, seconds: float = 10.0, written: bool = False) -> None:
     """Wait until a fill is writing a temp file in cache_dir/tmp: a request is in flight
-    and its body is on its way. Raises AssertionError when none appears within `seconds`."""
+    and its body is on its way (with `written`, some of it is in the file). Raises
+    AssertionError when none appears within `seconds`."""
     tmp = cache_dir / "tmp"
     for _ in range(int(seconds / 0.01)):
-        if tmp.is_dir() and any(tmp.iterdir()):
+        if tmp.is_dir() and any(not written or f.stat().st_size for f in tmp.iterdir()):
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"no fill started storing in {cache_dir} within {seconds} s")

@@ -19,7 +19,7 @@ from proxy.config import ConfigError, build_config
 from storage.keylock import KeyLock
 from storage.layout import primary_key_hash
 from tests.clock import FakeClock
-from tests.commits import settled
+from tests.commits import settled, storing
 from tests.fake_origin import FakeOrigin, Obj
 
 TOKEN = "s3cret-admin-token-123"
@@ -244,16 +244,6 @@ async def two_workers(
             await server.close()
 
 
-async def storing(stack: Stack) -> None:
-    """Return once a fill of `stack` is storing (its temp file has bytes), bounded."""
-    tmp = stack.cache_dir / "tmp"
-    for _ in range(250):
-        if any(f.stat().st_size for f in tmp.iterdir()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the fill never started storing")
-
-
 async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
     origin: FakeOrigin, tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -265,7 +255,7 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
     origin.add("/race.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
     async with two_workers(origin, tmp_path, clock) as (first, second):
         filling = asyncio.ensure_future(first.get("/race.jpg"))
-        await storing(first)  # paused in the middle of the body
+        await storing(first.cache_dir, written=True)  # paused in the middle of the body
         status, _ = await second.admin("POST", "/purge?url=/race.jpg")
         assert status == 200
         status, got, _ = await filling
@@ -290,7 +280,7 @@ async def test_a_request_after_a_purge_elsewhere_never_joins_the_fill_it_purged(
     origin.add("/late2.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
     async with two_workers(origin, tmp_path, clock) as (first, second):
         filling = asyncio.ensure_future(first.get("/late2.jpg"))
-        await storing(first)
+        await storing(first.cache_dir, written=True)
         status, _ = await second.admin("POST", "/purge?url=/late2.jpg")
         assert status == 200
         status, got, cache = await first.get("/late2.jpg")
@@ -311,7 +301,7 @@ async def test_a_request_after_a_purge_never_joins_the_fill_it_purged(
     body = pattern_bytes(200_000, 5)
     origin.add("/late.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
     filling = asyncio.ensure_future(stack.get("/late.jpg"))
-    await storing(stack)  # paused in the middle of the body
+    await storing(stack.cache_dir, written=True)  # paused in the middle of the body
     status, _ = await stack.admin("POST", "/purge?url=/late.jpg")
     assert status == 200
     status, got, cache = await stack.get("/late.jpg")
