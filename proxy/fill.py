@@ -25,6 +25,7 @@ from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
 from proxy.policy.ranges import as_complete
+from proxy.policy.storable import sharing_key
 from proxy.policy.transitions import Freshen, Unshare, freshened, on_response
 from proxy.policy.vary import vary_fields, vary_values
 from storage import SYSTEM_CLOCK, Clock, EntryMeta, KeyLock, StorageFault, Store, Writer
@@ -48,6 +49,9 @@ class Fill:
         self.key = key
         self.coalesce_key = coalesce_key
         self.request_headers = request_headers
+        # Which requests may join it (RFC 9111 §3.5): those it turns away start a fill of
+        # their own, which waits for the key's lock, then finds what this one stored.
+        self.joining_key = sharing_key(coalesce_key, request_headers)
         self.fetch_headers = fetch_headers
         # The identity of the entry the lookup saw (None: none), to tell a newer commit.
         self.seen = seen

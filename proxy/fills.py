@@ -17,18 +17,10 @@ from proxy.backpressure import FillSlots
 from proxy.errors import InternalError
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
-from proxy.policy.storable import sharing_key
 from proxy.redact import describe
 from storage import SYSTEM_CLOCK, Clock, Store
 
 log = structlog.get_logger("pixcache.fill")
-
-
-def joining_key(fill: Fill) -> str:
-    """Which requests may join a fill (RFC 9111 §3.5, proxy/policy/storable.py). Requests
-    it turns away start a fill of their own, which waits for the key's lock (at most one
-    fetch in flight) and then finds what the first stored, or fetches."""
-    return sharing_key(fill.coalesce_key, fill.request_headers)
 
 
 class Fills:
@@ -58,7 +50,7 @@ class Fills:
 
         Returns the fill, whether it was started now (this request leads it), and the
         reader id the request must give back with `fill.leave`."""
-        current = self.in_flight.get(joining_key(fill))
+        current = self.in_flight.get(fill.joining_key)
         # A purge taken since the fill started (in any worker) may cover what it fetched:
         # the commit will check; a request that comes now starts its own fill instead.
         if (
@@ -71,7 +63,7 @@ class Fills:
         self.slots.admit(self.running)
         metrics.FILLS_IN_FLIGHT.inc()
         reader = fill.join()
-        self.in_flight[joining_key(fill)] = fill
+        self.in_flight[fill.joining_key] = fill
         with self.settings.tracing.fill_started(fill):  # the task runs in the fill's span
             task = asyncio.get_running_loop().create_task(self._run(fill))
         self._tasks.add(task)
@@ -107,21 +99,17 @@ class Fills:
             if has_slot:
                 self.slots.release()
             lock.release()
-            if self.in_flight.get(joining_key(fill)) is fill:
-                del self.in_flight[joining_key(fill)]
+            if self.in_flight.get(fill.joining_key) is fill:
+                del self.in_flight[fill.joining_key]
             fill.close()
             tracing.fill_ended(fill)
 
-    def invalidate_where(self, predicate: Callable[[Fill], bool]) -> None:
-        """A purge: fills in flight that match must not commit what they fetched."""
+    def invalidate(self, predicate: Callable[[Fill], bool]) -> None:
+        """A purge, or RFC 9111 §4.4's invalidation by an unsafe method: fills in flight
+        that match must not commit what they fetched."""
         for fill in self.in_flight.values():
             if predicate(fill):
                 fill.invalidated = True
-
-    def invalidate(self, key: str) -> None:
-        """RFC 9111 §4.4: fills in flight for this URL (its path and query, their key) must
-        not commit what they fetched."""
-        self.invalidate_where(lambda fill: fill.key == key)
 
     async def shutdown(self) -> None:
         for task in list(self._tasks):

@@ -189,7 +189,7 @@ class Handler:
             found.stale_if_error = outcome.stale_if_error
         # A request with Authorization fills too (forwarding it): its response is stored
         # and shared only where §3.5 allows (may_store), else it goes to this client
-        # alone; only requests with the same credentials join its fill (fills.joining_key).
+        # alone; only requests with the same credentials join its fill (Fill.joining_key).
         return await self.fill_and_serve(request, key, found)
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
@@ -374,9 +374,13 @@ class Handler:
         except ProxyError as exc:
             return await send_error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
-            for path_qs in invalidated_targets(key, request.host, response.headers):
-                target = self.keying.target(path_qs)  # the key its requests have
-                self.fills.invalidate(target)
+            # §4.4: the URLs it invalidates, as the key rule keys their requests.
+            targets = {
+                self.keying.target(p)
+                for p in invalidated_targets(key, request.host, response.headers)
+            }
+            self.fills.invalidate(lambda fill: fill.key in targets)
+            for target in targets:
                 await self.store.remove(primary_key_hash(target))
         return await relay_response(request, response, cache)
 
