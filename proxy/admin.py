@@ -158,13 +158,13 @@ async def purge(request: web.Request) -> web.Response:
         keys = await derivatives_of(store, fills, request.app[SOURCE_GRAMMAR], value)
     elif kind == "url":
         keys = set(await store.keys_at(value)) | {primary_key_hash(value)}
-        fills.invalidate_where(lambda fill: fill.key == value)
+        fills.invalidate(lambda fill: fill.key == value)
     elif kind == "prefix":
         keys = set(await store.keys_under(value))
-        fills.invalidate_where(lambda fill: fill.key.startswith(value))
+        fills.invalidate(lambda fill: fill.key.startswith(value))
     else:
         keys = set(await store.keys_tagged(value))
-        fills.invalidate_where(lambda fill: True)  # their tags are not known yet
+        fills.invalidate(lambda fill: True)  # their tags are not known yet
     if soft:
         app = request.app
         count = await _mark_stale(store, sorted(keys), app[TARGETS], app[TTL_POLICY])

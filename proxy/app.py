@@ -16,6 +16,7 @@ from multidict import CIMultiDict
 
 from proxy import metrics
 from proxy.admin import build_admin_app
+from proxy.backpressure import FillSlots
 from proxy.client_limits import ADMIN_MAX_CONNECTIONS, client_limits
 from proxy.config import Config, ConfigError
 from proxy.connections import LimitedRunner
@@ -144,9 +145,7 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
         store,
         settings=settings,
         lock_wait=config.deadlines.total,
-        max_fills=config.max_fills,
-        fill_queue=config.fill_queue,
-        max_rss=config.max_rss,
+        slots=FillSlots(config.max_fills, config.fill_queue, config.max_rss, clock),
         clock=clock,
     )
     metrics.describe_instance(

@@ -1,9 +1,9 @@
 """A fill: one origin fetch for a key, streamed into a temp file that every waiting client
 reads while it grows, then committed; at most one per key in flight (invariant 3). It runs
 in a task of its own (a client that leaves never cancels it) through the states of
-proxy/fill_state.py. An unshareable response goes to the leader alone; a shareable one
-that cannot be stored reaches its readers through a bounded in-memory tail, and its
-download stops once the last of them has left (invariant 8)."""
+proxy/fill_state.py. A response that is not stored reaches its readers (the leader alone,
+if it is not shareable) through a bounded in-memory tail, and its download stops once the
+last of them has left (invariant 8)."""
 
 from __future__ import annotations
 
@@ -17,21 +17,22 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import metrics
 from proxy.errors import LengthMismatch, ProxyError
-from proxy.fill_body import FillBody, read_fd
-from proxy.fill_head import NOT_FORWARDED_ON_FILL, FillHead, FillSettings, LeaderSlot, Stale
+from proxy.fill_body import FillBody
+from proxy.fill_head import FillHead, FillSettings, Stale
 from proxy.fill_state import FINAL, HEAD_KNOWN, JOINABLE, State, check_transition
 from proxy.observe import log_fill_error
 from proxy.origins.base import Origin, OriginResponse
 from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
 from proxy.policy.ranges import as_complete
+from proxy.policy.storable import sharing_key
 from proxy.policy.transitions import Freshen, Unshare, freshened, on_response
 from proxy.policy.vary import vary_fields, vary_values
 from storage import SYSTEM_CLOCK, Clock, EntryMeta, KeyLock, StorageFault, Store, Writer
 
 log = structlog.get_logger("pixcache.fill")
 
-__all__ = ["NOT_FORWARDED_ON_FILL", "Fill", "FillHead", "FillSettings", "Stale", "State"]
+__all__ = ["Fill", "FillHead", "FillSettings", "Stale", "State"]
 
 
 class Fill:
@@ -48,6 +49,9 @@ class Fill:
         self.key = key
         self.coalesce_key = coalesce_key
         self.request_headers = request_headers
+        # Which requests may join it (RFC 9111 §3.5): those it turns away start a fill of
+        # their own, which waits for the key's lock, then finds what this one stored.
+        self.joining_key = sharing_key(coalesce_key, request_headers)
         self.fetch_headers = fetch_headers
         # The identity of the entry the lookup saw (None: none), to tell a newer commit.
         self.seen = seen
@@ -56,7 +60,6 @@ class Fill:
         self.state = State.QUEUED  # changed only by `_to`, along proxy/fill_state.py's table
         self.head: FillHead | None = None  # what the origin answered, once known
         self.body = FillBody()
-        self.leader_slot = LeaderSlot()  # a response that is not shareable, for the leader
         # Set when the URL was invalidated during the fill: what it fetched predates that.
         self.invalidated = False
         # Purges from this moment on cover what this fill fetches (storage checks at commit).
@@ -93,16 +96,18 @@ class Fill:
         """What the origin answered; None when another process committed the key while
         this fill waited for its lock (look it up again). Raises the fill's error if it
         failed before a head arrived."""
-        while self.state not in HEAD_KNOWN:
-            await self._changed.wait()
+        await self._reach(HEAD_KNOWN)
         if self.head is not None or self.state is State.RETRY:
             return self.head
         assert self.body.error is not None
         raise self.body.error
 
     async def wait_end(self) -> None:
-        """Return once the fill reached a final state (committed, failed, handed...)."""
-        while self.state not in FINAL:
+        """Return once the fill reached a final state (committed, failed, abandoned...)."""
+        await self._reach(FINAL)
+
+    async def _reach(self, states: frozenset[State]) -> None:
+        while self.state not in states:
             await self._changed.wait()
 
     def leave(self, reader: int) -> None:
@@ -111,7 +116,7 @@ class Fill:
             return
         if self._task_done:
             self._release_files()
-        elif self.state is State.PASSING:
+        elif self.state in (State.PASSING, State.HANDED):
             # No reader is left, and none can join a fill that stopped storing: stop it
             # wherever it waits, for origin bytes or for room.
             self._unread = True
@@ -171,10 +176,9 @@ class Fill:
         if problem and head.shared:  # served, but a broken-looking image is never stored
             head.stored, head.detail = False, "not-a-valid-image"
             log.warning("image_not_stored", key=self.key, reason=problem)
-        if isinstance(outcome, Unshare):  # it goes to one client, judged all the same
-            response.body = body
-            return await self._hand_to_leader(head, response)
-        if head.stored:
+        if isinstance(outcome, Unshare):  # to the leader alone, judged all the same
+            head.stored = False
+        elif head.stored:
             head.detail = self._admit(store, response.content_length, settings.max_object_size)
             head.stored = not head.detail
         self.head = head
@@ -182,7 +186,7 @@ class Fill:
         if head.stored:
             self._to(State.STORING)
         else:
-            self._stop_storing()
+            self._stop_storing(State.PASSING if head.shared else State.HANDED)
         try:
             await self._stream(body, response.content_length, settings, response.limits)
         except ProxyError as exc:
@@ -266,11 +270,11 @@ class Fill:
         if declared is not None and received < declared:
             raise LengthMismatch(f"origin body of {received} bytes, Content-Length {declared}")
 
-    def _stop_storing(self) -> None:
+    def _stop_storing(self, state: State = State.PASSING) -> None:
         """Keep serving this body to its readers, from memory past what the file holds."""
         self.body.tail.start(self.body.file_bytes)
         self._writer_of().discard()  # readers keep `read_fd`, so the bytes stay readable
-        self._to(State.PASSING)
+        self._to(state)
         if self._lock is not None:
             self._lock.release()  # nothing will be committed: other processes need not wait
 
@@ -350,12 +354,7 @@ class Fill:
             # Neither kept nor shared: the client that revalidated gets the stored body
             # with the new headers, every other waiter fetches for itself.
             await store.remove(self.coalesce_key)
-            body = read_fd(os.dup(self.stale.fd), old.body_length)
-            stored = OriginResponse(
-                head.status, head.headers, body, old.body_length, response.timings
-            )
-            return await self._hand_to_leader(head, stored)
-        if not self.invalidated:
+        elif not self.invalidated:
             meta = replace(old, headers=headers, request_time=times[0], response_time=times[1])
             try:
                 await store.refresh(self.coalesce_key, meta, self.started)
@@ -365,11 +364,6 @@ class Fill:
         self.body.file_bytes = old.body_length
         self.head = head
         self._to(State.COMPLETE)
-
-    async def _hand_to_leader(self, head: FillHead, response: OriginResponse) -> None:
-        await self.leader_slot.hand(response)
-        self.head = head
-        self._to(State.HANDED)
 
     def fail(self, exc: ProxyError) -> None:
         """The fill failed: every reader gets `exc` (a fill already ended keeps its end)."""

@@ -2,8 +2,7 @@
 to stop storing, the bytes in its bounded in-memory tail (proxy/tail.py).
 
 The fill is the only writer (`grew_to`, `notify`, `end`); each reader takes the body with
-`read`, which yields what has arrived and waits for more until the fill ends it. A stored
-body handed to one client alone is streamed by `read_fd`."""
+`read`, which yields what has arrived and waits for more until the fill ends it."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from proxy.errors import IncompleteBody, ProxyError
+from proxy.errors import ProxyError
 from proxy.tail import Tail
 
 
@@ -108,20 +107,3 @@ class FillBody:
     def _from_tail(self, pos: int, end: int | None) -> bytes:
         data = self.tail.read(pos)
         return data[: max(0, self._sendable(self.tail.end, end) - pos)]
-
-
-async def read_fd(fd: int, length: int) -> AsyncIterator[bytes]:
-    """A stored body as a stream (closes `fd` at the end)."""
-    loop = asyncio.get_running_loop()
-    try:
-        offset = 0
-        while offset < length:
-            chunk = await loop.run_in_executor(
-                None, os.pread, fd, min(1 << 20, length - offset), offset
-            )
-            if not chunk:
-                raise IncompleteBody("stored body shorter than its length")
-            offset += len(chunk)
-            yield chunk
-    finally:
-        os.close(fd)

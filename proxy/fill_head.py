@@ -1,6 +1,5 @@
 """The small values a fill shares with the handler: what the origin answered (FillHead),
-what every fill obeys (FillSettings), what it revalidates (Stale), and the slot that
-hands a response that is not shareable to the leader alone (LeaderSlot)."""
+what every fill obeys (FillSettings) and what it revalidates (Stale)."""
 
 from __future__ import annotations
 
@@ -9,17 +8,10 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDictProxy
 
 from proxy.guard import Guard
-from proxy.origins.base import OriginResponse
 from proxy.policy.storable import Verdict
 from proxy.policy.transitions import DEFAULT_POLICY, PolicyOptions
 from proxy.tracing import NO_TRACING, Tracing
 from storage import EntryMeta
-
-# Request fields a fill never forwards: it fetches the whole, unconditional object for
-# everyone, whatever the client that started it asked for.
-NOT_FORWARDED_ON_FILL = frozenset(
-    {"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"}
-)
 
 
 @dataclass(frozen=True)
@@ -56,29 +48,3 @@ class FillHead:
     @property
     def shared(self) -> bool:
         return self.verdict.ok
-
-
-class LeaderSlot:
-    """A response that is not shareable, handed to the request that started the fill
-    (the leader) and to nobody else; closed if the leader never takes it."""
-
-    def __init__(self) -> None:
-        self._response: OriginResponse | None = None
-        self._open = True  # the leader may still claim it
-
-    async def hand(self, response: OriginResponse) -> None:
-        if self._open:
-            self._response = response
-        else:  # the leader went away; nobody may have this response
-            await response.close()
-
-    def claim(self) -> OriginResponse:
-        response, self._response = self._response, None
-        assert response is not None, "claimed once, after the fill handed it"
-        return response
-
-    async def release(self) -> None:
-        self._open = False
-        response, self._response = self._response, None
-        if response is not None:
-            await response.close()

@@ -10,7 +10,8 @@ proxy/fill_body.py, and the handler waits for the head with `Fill.wait_head`.
       │           │  │  │       └──► PASSING ──► PASSED   (body went through memory)
       │           │  │  └──────────► PASSING       │
       │           │  │                   └──► ABANDONED (nobody reads, nothing stored)
-      │           │  └──► HANDED   (not shareable: the leader alone gets the response)
+      │           │  └──► HANDED ──► PASSED / ABANDONED (not shareable: the leader alone
+      │           │                                        reads it, through memory)
       │           └─────► COMPLETE (a 304 freshened the stored body)
       └──► RETRY   (another process committed the key meanwhile: look it up again)
 
@@ -27,7 +28,7 @@ class State(enum.Enum):
     FETCHING = "fetching"  # the request is out; no head yet
     STORING = "storing"  # head published; the body goes to a temp file readers follow
     PASSING = "passing"  # head published; the body is not stored, readers take it from memory
-    HANDED = "handed"  # not shareable: the response went to the leader alone
+    HANDED = "handed"  # not shareable: the leader alone reads the body, from memory
     COMPLETE = "complete"  # the whole body is in the temp file (committed or not)
     PASSED = "passed"  # the whole body went through memory; nothing stored
     ABANDONED = "abandoned"  # the last reader left a body that is not stored: download stopped
@@ -41,7 +42,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     _S.FETCHING: frozenset({_S.STORING, _S.PASSING, _S.HANDED, _S.COMPLETE, _S.FAILED}),
     _S.STORING: frozenset({_S.PASSING, _S.COMPLETE, _S.FAILED}),
     _S.PASSING: frozenset({_S.PASSED, _S.ABANDONED, _S.FAILED}),
-    _S.HANDED: frozenset(),
+    _S.HANDED: frozenset({_S.PASSED, _S.ABANDONED, _S.FAILED}),
     _S.COMPLETE: frozenset(),
     _S.PASSED: frozenset(),
     _S.ABANDONED: frozenset(),
@@ -53,8 +54,9 @@ FINAL = frozenset(state for state, onward in TRANSITIONS.items() if not onward)
 # The head is known (or will never be): waiters stop waiting for it.
 HEAD_KNOWN = frozenset(State) - {State.QUEUED, State.FETCHING}
 # A late request can still be given the whole body from offset 0: the fill is storing it
-# (or stored it), or has not decided yet. A fill that stopped storing lets go of bytes
-# once its readers sent them, so nobody may join it.
+# (or stored it), or has not decided yet; or its response goes to its leader alone (a
+# request that joins it fetches for itself). A fill that stopped storing lets go of bytes
+# once its readers sent them, so nobody may join it to read.
 JOINABLE = frozenset(
     {State.QUEUED, State.FETCHING, State.STORING, State.COMPLETE, State.HANDED, State.RETRY}
 )

@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from proxy.errors import NotCached as NotCachedError
 from proxy.errors import Overloaded, ProxyError
-from proxy.fill import NOT_FORWARDED_ON_FILL, Fill, FillHead, Stale
+from proxy.fill import Fill, FillHead, Stale
 from proxy.fills import Fills
 from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request
@@ -28,6 +28,7 @@ from proxy.passthrough import (
     send_internal_error,
 )
 from proxy.policy.cache_status import CacheStatus
+from proxy.policy.conditional import NOT_FORWARDED_ON_FILL
 from proxy.policy.freshness import Timing, current_age
 from proxy.policy.invalidation import invalidated_targets
 from proxy.policy.reuse import has_validators
@@ -188,7 +189,7 @@ class Handler:
             found.stale_if_error = outcome.stale_if_error
         # A request with Authorization fills too (forwarding it): its response is stored
         # and shared only where §3.5 allows (may_store), else it goes to this client
-        # alone; only requests with the same credentials join its fill (fills.joining_key).
+        # alone; only requests with the same credentials join its fill (Fill.joining_key).
         return await self.fill_and_serve(request, key, found)
 
     async def lookup(self, primary: str, request: web.Request) -> Lookup:
@@ -228,7 +229,6 @@ class Handler:
         except Overloaded:
             return  # the stale entry is served all the same; a later request refreshes it
         fill.leave(reader)  # nobody reads this one; it only refreshes the entry
-        await fill.leader_slot.release()
 
     def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
         fetch_headers = forwarded_headers(request, drop=self.not_forwarded_on_fill)
@@ -264,14 +264,12 @@ class Handler:
                 return None
             if head.status >= 500 and found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, head.status)
-            if not head.shared:
+            fwd_status = head.origin_status or head.status
+            if not head.shared and not leader:  # §3.5: the leader alone may have it
+                fill.leave(reader)  # never read: the leader's stream must not wait for it
                 cache = CacheStatus(
-                    fwd=found.fwd,
-                    fwd_status=head.origin_status or head.status,
-                    detail=head.verdict.reason,
+                    fwd=found.fwd, fwd_status=fwd_status, detail=head.verdict.reason
                 )
-                if leader:
-                    return await relay_response(request, fill.leader_slot.claim(), cache)
                 return await self.relay(request, key, cache)
             if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
                 # The response varies on a field where we differ from the leader (§4.1).
@@ -282,14 +280,19 @@ class Handler:
                     await fill.wait_end()  # the fill's own deadlines bound this
                     return None
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
-            cache = CacheStatus(
-                fwd=found.fwd,
-                fwd_status=head.origin_status or head.status,
-                stored=head.stored,
-                collapsed=not leader,
-                ttl=self._ttl_of(head),
-                detail=head.detail or None,
-            )
+            if head.shared:
+                cache = CacheStatus(
+                    fwd=found.fwd,
+                    fwd_status=fwd_status,
+                    stored=head.stored,
+                    collapsed=not leader,
+                    ttl=self._ttl_of(head),
+                    detail=head.detail or None,
+                )
+            else:  # the fill hands it to this request, and stores nothing
+                cache = CacheStatus(
+                    fwd=found.fwd or "bypass", fwd_status=fwd_status, detail=head.verdict.reason
+                )
             headers = client_headers(head.headers, cache.render())
             if head.status == 200 and head.stored:
                 # RFC 9110 §14.3: ranges of it will be served, as its hits say (nginx in
@@ -310,8 +313,6 @@ class Handler:
             return Served(status, cache, head.timings, body_bytes=sent)
         finally:
             fill.leave(reader)
-            if leader:
-                await fill.leader_slot.release()
 
     async def serve_stale_on_error(
         self, request: web.Request, found: Lookup, status: int | None
@@ -373,9 +374,13 @@ class Handler:
         except ProxyError as exc:
             return await send_error(request, exc, cache)
         if request.method not in SAFE_METHODS and 200 <= response.status < 400:
-            for path_qs in invalidated_targets(key, request.host, response.headers):
-                target = self.keying.target(path_qs)  # the key its requests have
-                self.fills.invalidate(target)
+            # §4.4: the URLs it invalidates, as the key rule keys their requests.
+            targets = {
+                self.keying.target(p)
+                for p in invalidated_targets(key, request.host, response.headers)
+            }
+            self.fills.invalidate(lambda fill: fill.key in targets)
+            for target in targets:
                 await self.store.remove(primary_key_hash(target))
         return await relay_response(request, response, cache)
 

@@ -35,7 +35,7 @@ async def derivatives_of(store: Store, fills: Fills, grammar: str, value: str) -
     source = canonical_source(value)
     tag = source_tag(grammar, source)
     await store.record_purge("tag", tag)
-    fills.invalidate_where(lambda fill: source_of(fill.key, grammar) == source)
+    fills.invalidate(lambda fill: source_of(fill.key, grammar) == source)
     return await keys_derived(
         store, tag, tags_prefix(grammar), lambda path: source_of(path, grammar) == source
     )

@@ -14,7 +14,12 @@ import os
 import struct
 from pathlib import Path
 
+from storage.clock import Clock
+
 SLOTS = 1 << 30
+# Polling for a lock another process holds: first pause, doubling up to the longest.
+POLL_FIRST = 0.005
+POLL_MAX = 0.05
 # struct flock on Linux x86-64/arm64: l_type, l_whence, (pad), l_start, l_len, l_pid, (pad).
 _FLOCK = struct.Struct("hhxxxxqqixxxx")
 
@@ -44,6 +49,20 @@ class KeyLock:
             os.close(fd)
             raise
         self._fd = fd
+        return True
+
+    async def acquire(self, wait: float, clock: Clock) -> bool:
+        """Take the lock, polling while another process holds it, for at most `wait`
+        seconds; past that, go on without it. True if it had to wait at all."""
+        if self.try_acquire():
+            return False
+        give_up = clock.monotonic() + wait
+        pause = POLL_FIRST
+        while clock.monotonic() < give_up:
+            await clock.sleep(pause)
+            pause = min(pause * 2, POLL_MAX)
+            if self.try_acquire():
+                return True
         return True
 
     def release(self) -> None:

@@ -8,6 +8,13 @@ from multidict import CIMultiDict
 from proxy.policy.directives import Headers, list_values, parse_http_date, single_date
 from proxy.policy.hop_by_hop import HOP_BY_HOP
 
+# A client's Range and preconditions are never forwarded on a fill: it fetches the whole,
+# unconditional object for everyone, then answers each client's Range and conditions
+# itself (RFC 9111 §4.3.1: a cache's own validators are the only conditions it sends).
+NOT_FORWARDED_ON_FILL = frozenset(
+    {"range", "if-range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since"}
+)
+
 
 def validators_for(stored_headers: Headers) -> CIMultiDict[str]:
     """RFC 9111 §4.3.1: If-None-Match from the stored ETag, If-Modified-Since from its

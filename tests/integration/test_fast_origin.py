@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from tests.fake_origin import pattern_bytes
 from tests.fast_origin import BLOCK, FastOrigin
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
 from tests.integration.test_s3_origin import aws_env  # noqa: F401 - a fixture
@@ -126,6 +127,28 @@ async def test_a_fill_nobody_reads_and_nothing_stores_stops_its_download(
         assert proxy.entry_files() == []
         assert [e for e in logs if e.get("event") == "fill_abandoned"]
         assert not [e for e in logs if e.get("event") in ("origin_timeout", "proxy_error")]
+
+
+async def test_a_private_response_stops_its_download_once_its_one_client_leaves(
+    make_proxy: MakeProxy,
+) -> None:
+    # Not shareable (RFC 9111 §3.5): the fill hands it to the request that started it
+    # alone; once that client leaves, nobody may read the rest, so it is never downloaded.
+    size = 256 << 20
+    private = b"Cache-Control: private, max-age=600\r\nContent-Type: image/jpeg\r\n"
+    async with FastOrigin(
+        framing="length", size=size, pace=0.005, max_seconds=60, headers=private
+    ) as origin:
+        proxy = await make_proxy(origin.url, **LONG)
+        async with proxy.client.get(proxy.url + "/mine.jpg") as resp:
+            assert resp.status == 200 and resp.content_length == size
+            assert cache_status(resp) == 'pixcache; fwd=uri-miss; fwd-status=200; detail="private"'
+            first = await resp.content.readexactly(4 * BLOCK)
+            resp.close()  # the only client leaves
+        await until(fetch_ended(origin, proxy))
+    assert first == pattern_bytes(BLOCK, seed=11) * 4
+    assert origin.sent < size // 16
+    assert proxy.entry_files() == []
 
 
 async def test_an_unstored_fill_goes_on_while_one_reader_is_left(make_proxy: MakeProxy) -> None:
