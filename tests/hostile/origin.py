@@ -58,7 +58,10 @@ def _request_waiting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     """Bytes of a next request already read into the stream, or waiting in the kernel."""
     if reader._buffer:  # noqa: SLF001 - a test origin may look at its own buffer
         return True
-    peek = socket.socket(fileno=writer.get_extra_info("socket").fileno())
+    fd = writer.get_extra_info("socket").fileno()
+    if fd < 0:  # the connection is closed already: no request can follow on it
+        return False
+    peek = socket.socket(fileno=fd)
     try:
         return bool(peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     except BlockingIOError:
