@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import structlog
@@ -71,6 +71,7 @@ class Fill:
         self._task: asyncio.Task[None] | None = None
         self._writer: Writer | None = None
         self._lock: KeyLock | None = None
+        self._detach: Callable[[], None] = lambda: None
         self._task_done = False
 
     def _to(self, state: State, error: ProxyError | None = None) -> None:
@@ -128,9 +129,17 @@ class Fill:
         self._to(State.RETRY)
 
     async def run(
-        self, origin: Origin, store: Store, settings: FillSettings, lock: KeyLock
+        self,
+        origin: Origin,
+        store: Store,
+        settings: FillSettings,
+        lock: KeyLock,
+        detach: Callable[[], None],
     ) -> None:
-        self._task, self._lock = asyncio.current_task(), lock
+        """Fetch, then store or pass on. `detach` is called once the response turns out to
+        be the leader's alone: from then on the fill is no longer one of the fills in flight
+        (it takes no fill slot, and no request joins it)."""
+        self._task, self._lock, self._detach = asyncio.current_task(), lock, detach
         self._to(State.FETCHING)
         # However the fill ends (stored, failed, cancelled), its temp file goes with it.
         async with store.writer(self.key) as self._writer:
@@ -185,8 +194,11 @@ class Fill:
         self.body.declared = response.content_length
         if head.stored:
             self._to(State.STORING)
+        elif head.shared:
+            self._stop_storing(State.PASSING)
         else:
-            self._stop_storing(State.PASSING if head.shared else State.HANDED)
+            self._stop_storing(State.HANDED)
+            self._detach()
         try:
             await self._stream(body, response.content_length, settings, response.limits)
         except ProxyError as exc:
@@ -347,6 +359,7 @@ class Fill:
             old.vary_fields,
             old.vary_values,
             response.timings,
+            stored=verdict.ok,
             detail="revalidated" if verdict.ok else "",
             origin_status=response.status,
         )

@@ -77,6 +77,7 @@ class FillBody:
         `end`, only if the body ended there. Use inside contextlib.aclosing."""
         fd = None if self.read_fd is None else os.dup(self.read_fd)
         pos = first
+        self.tail.advance(reader, first)  # bytes before `first` are not held for this one
         try:
             while end is None or pos < end:
                 limit = self._sendable(self.file_bytes, end)

@@ -12,7 +12,8 @@ proxy/fill_body.py, and the handler waits for the head with `Fill.wait_head`.
       │           │  │                   └──► ABANDONED (nobody reads, nothing stored)
       │           │  └──► HANDED ──► PASSED / ABANDONED (not shareable: the leader alone
       │           │                                        reads it, through memory)
-      │           └─────► COMPLETE (a 304 freshened the stored body)
+      │           └─────► COMPLETE (a 304 freshened the stored body; if the 304 made it
+      │                             private, the entry is removed and only the leader reads it)
       └──► RETRY   (another process committed the key meanwhile: look it up again)
 
     any state that is not final ──► FAILED

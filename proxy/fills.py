@@ -44,6 +44,7 @@ class Fills:
         self.in_flight: dict[str, Fill] = {}
         self.slots = FillSlots(clock=clock) if slots is None else slots
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running = 0  # fills started and not ended or detached yet
 
     def join_or_start(self, fill: Fill) -> tuple[Fill, bool, int]:
         """The fill in flight for fill.coalesce_key, or `fill` started now.
@@ -61,6 +62,7 @@ class Fills:
             self.settings.tracing.fill_joined(current)
             return current, False, current.join()
         self.slots.admit(self.running)
+        self._running += 1
         metrics.FILLS_IN_FLIGHT.inc()
         reader = fill.join()
         self.in_flight[fill.joining_key] = fill
@@ -73,12 +75,27 @@ class Fills:
     @property
     def running(self) -> int:
         """Fills started and not ended yet (waiting for a slot or a key's lock included)."""
-        return len(self._tasks)
+        return self._running
 
     async def _run(self, fill: Fill) -> None:
         lock = self.store.key_lock(fill.coalesce_key)
         tracing = self.settings.tracing
-        has_slot = False
+        has_slot, attached = False, True
+
+        def detach() -> None:
+            """The fill stops counting as in flight (at its end, or once its response is
+            the leader's alone): its slot goes to the next fill, no request joins it."""
+            nonlocal has_slot, attached
+            if has_slot:
+                self.slots.release()
+                has_slot = False
+            if attached:
+                attached = False
+                self._running -= 1
+                metrics.FILLS_IN_FLIGHT.dec()
+                if self.in_flight.get(fill.joining_key) is fill:
+                    del self.in_flight[fill.joining_key]
+
         try:
             with tracing.span("cache.fill_slot"):
                 await self.slots.take()  # waits in the queue while every slot is taken
@@ -90,17 +107,13 @@ class Fills:
                 log.warning("key_lock_wait_expired", waited=self.lock_wait)
             if waited and await self.store.identity(fill.coalesce_key) != fill.seen:
                 return fill.retry_lookup()
-            await fill.run(self.origin, self.store, self.settings, lock)
+            await fill.run(self.origin, self.store, self.settings, lock, detach)
         except Exception as exc:  # noqa: BLE001 - a bug in one fill must not hang its waiters
             log.exception("fill_crashed", key=fill.key)
             fill.fail(InternalError("internal error", detail=describe(exc)))
         finally:
-            metrics.FILLS_IN_FLIGHT.dec()
-            if has_slot:
-                self.slots.release()
+            detach()
             lock.release()
-            if self.in_flight.get(fill.joining_key) is fill:
-                del self.in_flight[fill.joining_key]
             fill.close()
             tracing.fill_ended(fill)
 

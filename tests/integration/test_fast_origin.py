@@ -29,6 +29,8 @@ LONG = {
     "read_timeout": "20",
     "total_timeout": "40",
 }
+# Not shareable (RFC 9111 §3.5): the fill hands it to the request that started it alone.
+PRIVATE = b"Cache-Control: private, max-age=600\r\nContent-Type: image/jpeg\r\n"
 # How long a test waits for a fetch to end before it calls it endless.
 SETTLE_SECONDS = 10.0
 
@@ -135,9 +137,8 @@ async def test_a_private_response_stops_its_download_once_its_one_client_leaves(
     # Not shareable (RFC 9111 §3.5): the fill hands it to the request that started it
     # alone; once that client leaves, nobody may read the rest, so it is never downloaded.
     size = 256 << 20
-    private = b"Cache-Control: private, max-age=600\r\nContent-Type: image/jpeg\r\n"
     async with FastOrigin(
-        framing="length", size=size, pace=0.005, max_seconds=60, headers=private
+        framing="length", size=size, pace=0.005, max_seconds=60, headers=PRIVATE
     ) as origin:
         proxy = await make_proxy(origin.url, **LONG)
         async with proxy.client.get(proxy.url + "/mine.jpg") as resp:
@@ -149,6 +150,48 @@ async def test_a_private_response_stops_its_download_once_its_one_client_leaves(
     assert first == pattern_bytes(BLOCK, seed=11) * 4
     assert origin.sent < size // 16
     assert proxy.entry_files() == []
+
+
+@pytest.mark.parametrize("kind", ["too-large-to-store", "private"])
+async def test_a_range_far_into_a_body_that_is_not_stored_is_answered(
+    make_proxy: MakeProxy, kind: str
+) -> None:
+    # The body goes through the bounded in-memory tail, which holds bytes until every
+    # reader has sent them: a reader that wants bytes past the bound must not hold it.
+    size, first = 32 << 20, 20_000_000
+    headers = PRIVATE if kind == "private" else FastOrigin.headers
+    async with FastOrigin(framing="length", size=size, headers=headers) as origin:
+        settings = {**LONG, "total_timeout": "20"}
+        if kind == "too-large-to-store":
+            settings["max_object_size"] = str(1 << 20)
+        proxy = await make_proxy(origin.url, **settings)
+        async with proxy.client.get(
+            proxy.url + "/big.jpg", headers={"Range": f"bytes={first}-{first + 99}"}
+        ) as resp:
+            assert resp.status == 206
+            assert resp.headers["Content-Range"] == f"bytes {first}-{first + 99}/{size}"
+            body = await resp.read()
+    block = pattern_bytes(BLOCK, seed=11)
+    assert body == (block * 2)[first % BLOCK : first % BLOCK + 100]
+    assert proxy.entry_files() == []
+
+
+async def test_a_private_download_does_not_hold_a_fill_slot(make_proxy: MakeProxy) -> None:
+    # A response that is the leader's alone is no longer one of the fills in flight: with a
+    # single fill slot and no queue, another request still gets a fill while it streams.
+    async with FastOrigin(
+        framing="length", size=64 << 20, pace=0.01, headers=PRIVATE, max_seconds=60
+    ) as origin:
+        proxy = await make_proxy(origin.url, **LONG, max_fills="1", fill_queue="0")
+        async with proxy.client.get(proxy.url + "/mine.jpg") as private:
+            assert private.status == 200
+            await private.content.readexactly(BLOCK)
+            async with proxy.client.get(proxy.url + "/other.jpg") as other:
+                assert other.status == 200, cache_status(other)
+                await other.content.readexactly(BLOCK)
+                other.close()
+            private.close()
+        await until(fetch_ended(origin, proxy))
 
 
 async def test_an_unstored_fill_goes_on_while_one_reader_is_left(make_proxy: MakeProxy) -> None:

@@ -199,6 +199,23 @@ async def test_304_that_makes_the_response_private_or_no_store_is_not_reused(
     assert origin.hits["/turns-private"] == 3
 
 
+async def test_the_body_a_304_made_private_is_sent_without_promising_ranges(
+    origin: FakeOrigin, proxy: Proxy, clock: FakeClock
+) -> None:
+    """RFC 9110 §14.3: Accept-Ranges says ranges of the stored response will be served;
+    a response the 304 made private is removed, not stored, so it says nothing of them."""
+    headers = {**CACHEABLE, "Cache-Control": "max-age=1"}
+    origin.add("/turns-private.jpg", Obj(body=BODY, headers=headers))
+    resp, _ = await proxy.get("/turns-private.jpg")
+    assert resp.headers.get("Accept-Ranges") == "bytes"  # stored: ranges will be served
+    clock.advance(STALE_AFTER)
+    private = {**headers, "Cache-Control": "private, max-age=600"}
+    origin.add("/turns-private.jpg", Obj(body=BODY, headers=private))
+    resp, body = await proxy.get("/turns-private.jpg")
+    assert resp.status == 200 and body == BODY and "fwd-status=304" in params(resp)
+    assert "Accept-Ranges" not in resp.headers
+
+
 async def test_200_on_revalidation_replaces_the_stored_body(
     origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
