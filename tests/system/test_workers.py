@@ -95,6 +95,13 @@ async def test_worker_killed_mid_fill_is_replaced_and_the_next_request_fetches_a
         stop(origin_proc)
 
 
+def listening_workers(log: Path) -> set[int]:
+    """The workers that logged that they listen."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    return {e.get("worker") for e in events if e.get("event") == "listening"}
+
+
 async def test_metrics_cover_both_workers(tmp_path: Path) -> None:
     """Whichever worker answers the scrape, the counts are those of both."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -115,6 +122,13 @@ async def test_metrics_cover_both_workers(tmp_path: Path) -> None:
     try:
         wait_for_children(proc.pid, 2)
         wait_for_port(admin_port, proc)
+        # The kernel spreads connections over the sockets listening at the time: both
+        # workers must have bound theirs before the requests (a bound, not a pace).
+        for _ in range(400):
+            if listening_workers(log) == {0, 1}:
+                break
+            await asyncio.sleep(0.05)
+        assert listening_workers(log) == {0, 1}
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         async with aiohttp.ClientSession(connector=connector) as client:
             for _ in range(40):
