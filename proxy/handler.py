@@ -265,13 +265,16 @@ class Handler:
             if head.status >= 500 and found.stale_if_error:
                 return await self.serve_stale_on_error(request, found, head.status)
             fwd_status = head.origin_status or head.status
-            if not head.shared and not leader:  # §3.5: the leader alone may have it
-                fill.leave(reader)  # never read: the leader's stream must not wait for it
+            if not head.shared:  # §3.5: the fill hands it to its leader alone, storing nothing
                 cache = CacheStatus(
-                    fwd=found.fwd, fwd_status=fwd_status, detail=head.verdict.reason
+                    fwd=found.fwd or "bypass", fwd_status=fwd_status, detail=head.verdict.reason
                 )
-                return await self.relay(request, key, cache)
-            if not leader and not vary_matches(head.vary_fields, head.vary_values, request.headers):
+                if not leader:
+                    fill.leave(reader)  # never read: the leader's stream must not wait for it
+                    return await self.relay(request, key, cache)
+            elif not leader and not vary_matches(
+                head.vary_fields, head.vary_values, request.headers
+            ):
                 # The response varies on a field where we differ from the leader (§4.1).
                 if head.stored and "*" not in head.vary_fields:
                     # Its fill stores the Vary marker; looked up again after it, this
@@ -280,7 +283,7 @@ class Handler:
                     await fill.wait_end()  # the fill's own deadlines bound this
                     return None
                 return await self.relay(request, key, CacheStatus(fwd="vary-miss"))
-            if head.shared:
+            else:
                 cache = CacheStatus(
                     fwd=found.fwd,
                     fwd_status=fwd_status,
@@ -288,10 +291,6 @@ class Handler:
                     collapsed=not leader,
                     ttl=self._ttl_of(head),
                     detail=head.detail or None,
-                )
-            else:  # the fill hands it to this request, and stores nothing
-                cache = CacheStatus(
-                    fwd=found.fwd or "bypass", fwd_status=fwd_status, detail=head.verdict.reason
                 )
             headers = client_headers(head.headers, cache.render())
             if head.status == 200 and head.stored:
