@@ -269,26 +269,35 @@ async def test_a_fill_in_flight_elsewhere_does_not_commit_after_a_purge(
         assert cache.startswith("pixcache; fwd=uri-miss")
 
 
+async def _purge_during_fill_then_fetch(
+    filler: Stack, purger: Stack, origin: FakeOrigin, path: str, seed: int
+) -> None:
+    """A fill of `path` in `filler`, paused in the middle of the body; `purger` takes a
+    purge of it; a request after the purge must not be given what the fill fetched before
+    it, but fetches anew, while the first client still gets what it asked for."""
+    from tests.fake_origin import pattern_bytes
+
+    body = pattern_bytes(200_000, seed)
+    origin.add(path, Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
+    filling = asyncio.ensure_future(filler.get(path))
+    await storing(filler.cache_dir, written=True)  # paused in the middle of the body
+    status, _ = await purger.admin("POST", f"/purge?url={path}")
+    assert status == 200
+    status, got, cache = await filler.get(path)
+    assert status == 200 and got == body
+    assert "collapsed" not in cache  # its own fill, not the purged one
+    assert origin.hits[path] == 2
+    status, got, _ = await filling
+    assert status == 200 and got == body  # the first client still gets what it asked for
+
+
 async def test_a_request_after_a_purge_elsewhere_never_joins_the_fill_it_purged(
     origin: FakeOrigin, tmp_path: Path, clock: FakeClock
 ) -> None:
     """A request that comes, to the worker whose fill is in flight, after another worker
     took a purge is not given what that fill fetched before it: it fetches anew."""
-    from tests.fake_origin import pattern_bytes
-
-    body = pattern_bytes(200_000, 6)
-    origin.add("/late2.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
     async with two_workers(origin, tmp_path, clock) as (first, second):
-        filling = asyncio.ensure_future(first.get("/late2.jpg"))
-        await storing(first.cache_dir, written=True)
-        status, _ = await second.admin("POST", "/purge?url=/late2.jpg")
-        assert status == 200
-        status, got, cache = await first.get("/late2.jpg")
-        assert status == 200 and got == body
-        assert "collapsed" not in cache  # its own fill, not the purged one
-        assert origin.hits["/late2.jpg"] == 2
-        status, got, _ = await filling
-        assert status == 200 and got == body
+        await _purge_during_fill_then_fetch(first, second, origin, "/late2.jpg", seed=6)
 
 
 async def test_a_request_after_a_purge_never_joins_the_fill_it_purged(
@@ -296,17 +305,4 @@ async def test_a_request_after_a_purge_never_joins_the_fill_it_purged(
 ) -> None:
     """What a fill in flight fetched before a purge is not stored; a request that comes
     after the purge must not be given it either, but fetches the object anew."""
-    from tests.fake_origin import pattern_bytes
-
-    body = pattern_bytes(200_000, 5)
-    origin.add("/late.jpg", Obj(body=body, headers=FRESH, mode="pause", pause_seconds=1.0))
-    filling = asyncio.ensure_future(stack.get("/late.jpg"))
-    await storing(stack.cache_dir, written=True)  # paused in the middle of the body
-    status, _ = await stack.admin("POST", "/purge?url=/late.jpg")
-    assert status == 200
-    status, got, cache = await stack.get("/late.jpg")
-    assert status == 200 and got == body
-    assert "collapsed" not in cache  # its own fill, not the purged one
-    assert origin.hits["/late.jpg"] == 2
-    status, got, _ = await filling
-    assert status == 200 and got == body  # the first client still gets what it asked for
+    await _purge_during_fill_then_fetch(stack, stack, origin, "/late.jpg", seed=5)
