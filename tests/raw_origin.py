@@ -37,7 +37,11 @@ class RawOrigin:
     extra: bytes = b"Cache-Control: public, max-age=600\r\n"
     # Bytes sent after each body, beyond its Content-Length (in the same write).
     excess: bytes = b""
+    # Requests answered on one connection; the next one it reads closes the connection
+    # unanswered, as a server does whose keep-alive limit or idle timeout races a request.
+    answers_per_connection: int | None = None
     requests: list[RawRequest] = field(default_factory=list)
+    dropped: list[RawRequest] = field(default_factory=list)  # closed on, unanswered
     malformed: int = 0  # request heads it could not parse (a desynchronised connection)
     connections: int = 0
     _server: asyncio.Server | None = None
@@ -63,6 +67,7 @@ class RawOrigin:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        answered = 0
         try:
             while True:
                 try:
@@ -75,6 +80,10 @@ class RawOrigin:
                     writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
                     return
                 request = RawRequest(parts[0], parts[1], head)
+                if answered == self.answers_per_connection:
+                    self.dropped.append(request)
+                    return
+                answered += 1
                 self.requests.append(request)
                 body = body_for(request.target)
                 writer.write(

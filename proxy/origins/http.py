@@ -35,7 +35,7 @@ from proxy.config import Deadlines
 from proxy.errors import OriginTimeout, OriginUnavailable, ProxyError
 from proxy.origins.base import OriginResponse
 from proxy.origins.body_check import BodyLimits, checked_body
-from proxy.origins.pool import IdleGuardedConnector, bodiless_request
+from proxy.origins.pool import IdleGuardedConnector, PoolUse, pool_use
 from proxy.redact import describe
 
 KEEPALIVE_SECONDS = 4.0
@@ -184,7 +184,7 @@ class HttpOrigin:
     ) -> OriginResponse:
         url = origin_url(self.base_url, path_qs)
         _clock.set(clock)
-        bodiless_request.set(body is None)
+        pool_use.set(PoolUse(bodiless=body is None))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.deadlines.total
         response: aiohttp.ClientResponse | None = None

@@ -12,8 +12,14 @@ Bytes the event loop has not read yet are looked for too: a pooled connection is
 origin, is dropped for the next; and again in the same step that writes a bodiless
 request (then aiohttp sends it again on another connection), so nothing sent before the
 request can pass for its answer. A request with a body always opens a new connection.
+
 Bytes that arrive after the request has been sent cannot be told apart from its answer; no
 HTTP/1.1 client can.
+
+A fetch takes at most one pooled connection. An origin may close an idle connection just
+as a request goes out on it (RFC 9112 §9.3.1); aiohttp then sends the (bodiless) request
+once more, and that retry opens a new connection: the other pooled ones may be closing just
+the same, as when the origin restarted.
 
 Bytes that arrive with a response but past its Content-Length are kept from the parser
 (proxy/origins/framing.py): the response is read as the origin framed it, and its
@@ -25,6 +31,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import select
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -61,7 +68,8 @@ class _IdleGuardedProtocol(ResponseHandler):
         # (idempotent) request again on another connection, as after any reused connection
         # the server closed (RFC 9112 §9.3.1). (aiohttp also calls this once a request's
         # body has gone out, when bytes here may be the answer: not checked then.)
-        if self.reused and bodiless_request.get() and not _quiet(self):
+        use = pool_use.get()
+        if self.reused and (use is None or use.bodiless) and not _quiet(self):
             self.force_close()
             if self.transport is not None:
                 self.transport.close()
@@ -89,10 +97,18 @@ def _quiet(protocol: ResponseHandler) -> bool:
     return not poller.poll(0)
 
 
-# Whether the request being sent in this context has no body (see start_timeout); the
-# HTTP origin sets it per fetch.
-bodiless_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "pixcache_bodiless_request", default=True
+@dataclass
+class PoolUse:
+    """How the fetch running in this context may use pooled connections."""
+
+    bodiless: bool  # its request has no body (see start_timeout and _get)
+    took_pooled: bool = False  # it took a pooled connection once: its retry opens a new one
+
+
+# Set by the HTTP origin for each fetch; None (the S3 origin): a bodiless request that
+# may take any pooled connection.
+pool_use: contextvars.ContextVar[PoolUse | None] = contextvars.ContextVar(
+    "pixcache_pool_use", default=None
 )
 # Readable (bytes or FIN), peer closed its side, or an error: any of them means unasked.
 _UNREAD = select.POLLIN | select.POLLPRI | select.POLLRDHUP | select.POLLERR | select.POLLHUP
@@ -107,13 +123,18 @@ class IdleGuardedConnector(TCPConnector):
         self._factory = functools.partial(_IdleGuardedProtocol, loop=self._loop)
 
     async def _get(self, key: Any, traces: Any) -> Any:
-        if not bodiless_request.get():
+        use = pool_use.get()
+        if use is not None and not use.bodiless:
             # A request with a body is written in more than one step, with awaits between,
             # so the same-step look in start_timeout cannot cover it: it never takes a pooled
             # connection, and bytes an origin sent unasked can never pass for its answer.
             return None
+        if use is not None and use.took_pooled:
+            return None  # a retry: see the module doc
         while (connection := await super()._get(key, traces)) is not None:
             if _quiet(connection.protocol):
+                if use is not None:
+                    use.took_pooled = True
                 return connection
             connection.protocol.force_close()
             connection.close()  # and try the next pooled connection

@@ -4,6 +4,8 @@ connection that carried it answers no other request."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.commits import settled
@@ -38,3 +40,23 @@ async def test_bytes_past_content_length_are_dropped_with_their_connection(
         assert origin.paths() == [b"/a", b"/b"]
         assert origin.connections == 2  # the first connection was never reused
         assert origin.malformed == 0
+
+
+async def test_a_request_an_origin_closes_a_reused_connection_on_is_sent_on_a_new_one(
+    make_proxy: MakeProxy,
+) -> None:
+    """RFC 9112 §9.3.1: a bodiless request that a reused connection closed on unanswered is
+    sent again, on a new connection: the other pooled ones may be closing just the same (an
+    origin that restarts drops them all at once)."""
+    async with RawOrigin(answers_per_connection=1) as origin:
+        proxy = await make_proxy(origin.url)
+        first = await asyncio.gather(proxy.get("/a"), proxy.get("/b"))
+        assert [(resp.status, body) for resp, body in first] == [
+            (200, body_for(b"/a")),
+            (200, body_for(b"/b")),
+        ]
+        assert origin.connections == 2  # both in the pool now, each closing on its next request
+        resp, body = await proxy.get("/c")
+        assert resp.status == 200 and body == body_for(b"/c")
+        assert [r.target for r in origin.dropped] == [b"/c"]  # once, then a new connection
+        assert origin.connections == 3
