@@ -384,6 +384,11 @@ class Fill:
             log_fill_error(self.key, exc)
             self._to(State.FAILED, exc)
 
+    def discard(self) -> None:
+        """Never started (its key's fill was in flight, or no fill may start): let go of
+        the stored response it would have revalidated."""
+        self._release_files()
+
     def close(self) -> None:
         """The fill task ended (`run` removed the temp file): readers' descriptors stay till
         they leave."""

@@ -14,7 +14,7 @@ import structlog
 
 from proxy import metrics
 from proxy.backpressure import FillSlots
-from proxy.errors import InternalError
+from proxy.errors import InternalError, Overloaded
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
 from proxy.redact import describe
@@ -60,8 +60,13 @@ class Fills:
             and not self.store.purged_after(current.started)
         ):
             self.settings.tracing.fill_joined(current)
+            fill.discard()
             return current, False, current.join()
-        self.slots.admit(self.running)
+        try:
+            self.slots.admit(self.running)
+        except Overloaded:
+            fill.discard()
+            raise
         self._running += 1
         metrics.FILLS_IN_FLIGHT.inc()
         reader = fill.join()

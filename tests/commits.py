@@ -5,6 +5,7 @@ request to be a hit, or counts files, waits for that moment first."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 
@@ -29,3 +30,26 @@ async def storing(cache_dir: Path, *, seconds: float = 10.0, written: bool = Fal
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"no fill started storing in {cache_dir} within {seconds} s")
+
+
+def descriptors_into(directory: Path) -> list[str]:
+    """The files under `directory` that this process holds open."""
+    inside = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor among them)
+            continue
+        if target.startswith(f"{directory}/"):
+            inside.append(target)
+    return inside
+
+
+async def descriptors_settle(directory: Path, count: int, *, seconds: float = 5.0) -> None:
+    """Wait until this process holds exactly `count` files under `directory` open (fills
+    close theirs as their tasks end). Raises AssertionError when that does not happen."""
+    for _ in range(int(seconds / 0.02)):
+        if len(descriptors_into(directory)) == count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{count} files open under {directory}: {descriptors_into(directory)}")

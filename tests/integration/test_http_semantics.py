@@ -21,6 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from storage.layout import primary_key_hash
 from tests.clock import FakeClock
+from tests.commits import descriptors_settle
 from tests.fake_origin import FakeOrigin, Obj, pattern_bytes
 from tests.integration.conftest import MakeProxy, Proxy, cache_status
 
@@ -241,7 +242,8 @@ async def test_concurrent_requests_for_a_stale_entry_make_one_revalidation(
     origin: FakeOrigin, proxy: Proxy, clock: FakeClock
 ) -> None:
     """RFC 9111 §4.3.1 and §4 (collapsed requests, RFC 9211 §2.6): every client waiting on a
-    stale key is answered by the one conditional request in flight."""
+    stale key is answered by the one conditional request in flight; the stored body that
+    each of them found stale is closed again once they are answered."""
     headers = {**CACHEABLE, "Cache-Control": "max-age=1"}
     origin.add("/herd.jpg", Obj(body=BODY, headers=headers))
     await proxy.get("/herd.jpg")
@@ -256,6 +258,31 @@ async def test_concurrent_requests_for_a_stale_entry_make_one_revalidation(
     assert sum("collapsed" in params(resp) for resp, _ in results) == 5
     assert origin.hits["/herd.jpg"] == 2  # the fill, then one revalidation
     assert origin_headers(origin, "/herd.jpg")[-1]["If-None-Match"] == '"v1"'
+    await descriptors_settle(proxy.cache_dir / "bodies", 0)  # no hit kept one (hot.py)
+
+
+async def test_a_revalidation_refused_for_want_of_a_fill_slot_lets_go_of_the_stored_body(
+    origin: FakeOrigin, make_proxy: MakeProxy, clock: FakeClock
+) -> None:
+    """A stale request that finds every fill slot taken is refused (503), and the stored
+    body it would have revalidated is not left open."""
+    proxy = await make_proxy(origin.url, max_fills="1", fill_queue="0")
+    headers = {**CACHEABLE, "Cache-Control": "max-age=1"}
+    for path in ("/slow.jpg", "/refused.jpg"):
+        origin.add(path, Obj(body=BODY, headers=headers))
+        await proxy.get(path)
+    clock.advance(STALE_AFTER)
+    origin.add("/slow.jpg", Obj(body=BODY, headers=CACHEABLE, header_delay=0.5))
+    slow = asyncio.ensure_future(proxy.get("/slow.jpg"))  # holds the one slot meanwhile
+    for _ in range(250):
+        if origin.hits["/slow.jpg"] == 2:
+            break
+        await asyncio.sleep(0.02)
+    resp, _ = await proxy.get("/refused.jpg")
+    assert resp.status == 503
+    resp, body = await slow
+    assert resp.status == 200 and body == BODY
+    await descriptors_settle(proxy.cache_dir / "bodies", 0)
 
 
 async def test_last_modified_only_entry_revalidates_with_if_modified_since(
