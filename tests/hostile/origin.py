@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import socket
 from collections import Counter
 
@@ -82,6 +83,10 @@ class HostileOrigin:
         self.findings: list[str] = []
         self.unasked_withheld = 0  # unasked responses not sent: a request was waiting
         self.unasked_crossed: set[int] = set()  # sent as the next request was (see _answer)
+        # Where each path was asked for: (connection number, its nth request, method), to
+        # tell, when a response answers the wrong request, whether both shared a connection.
+        self.asked: dict[str, list[tuple[int, int, str]]] = {}
+        self._connections = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -102,12 +107,19 @@ class HostileOrigin:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def where_asked(self, text: str) -> str:
+        """The paths a violation names, each with where the origin was asked for it."""
+        paths = dict.fromkeys(re.findall(r"/[ou]/\d+|/canon\S*", text))
+        return "; ".join(f"{p} asked on {self.asked.get(p, [])[:6]}" for p in paths)
+
     def _finding(self, text: str) -> None:
         if len(self.findings) < 1000:
             self.findings.append(text)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self._connections += 1
+        connection, exchanges = self._connections, 0
         try:
             while True:
                 try:
@@ -118,6 +130,9 @@ class HostileOrigin:
                 if request is None or not request.complete:
                     return  # closed, or closed inside a body: the sender gave the request up
                 self.requests += 1
+                exchanges += 1
+                where = (connection, exchanges, request.method)
+                self.asked.setdefault(path_of(request.target), []).append(where)
                 self._inspect(request)
                 if await self._answer(request, reader, writer):
                     return

@@ -174,6 +174,9 @@ async def test_hostile_clients_and_origin_cannot_break_pixcache(tmp_path: Path) 
         print(f"  {count:5d} × {shape}")
     for text in tally.violations[: int(os.environ.get("PIXCACHE_FUZZ_SHOW", "0"))]:
         print(f"  {text[:300]}")
+    for text in [v for v in tally.violations if "wrong bytes" in v][:10]:
+        # (connection, its nth request, method) at the origin, for every path it names
+        print(f"  {text[:120]}: {origin.where_asked(text)}")
     for text in Counter(f[:150] for f in origin.findings).most_common(15):
         print(f"  origin: {text[1]:5d} × {text[0]}")
 
