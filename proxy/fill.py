@@ -66,8 +66,7 @@ class Fill:
         self.started = self._now()
         self._changed = asyncio.Event()  # set (and replaced) on every change of state
         self._unread = False  # the last reader left a body that is not stored
-        # Set while `run` runs: the task, the temp file's writer, the key's lock (let go
-        # once nothing will commit).
+        # Set while `run` runs (the key's lock is let go once nothing will commit).
         self._task: asyncio.Task[None] | None = None
         self._writer: Writer | None = None
         self._lock: KeyLock | None = None
@@ -116,7 +115,7 @@ class Fill:
         if self.body.tail.readers:
             return
         if self._task_done:
-            self._release_files()
+            self.release_files()
         elif self.state in (State.PASSING, State.HANDED):
             # No reader is left, and none can join a fill that stopped storing: stop it
             # wherever it waits, for origin bytes or for room.
@@ -384,20 +383,17 @@ class Fill:
             log_fill_error(self.key, exc)
             self._to(State.FAILED, exc)
 
-    def discard(self) -> None:
-        """Never started (its key's fill was in flight, or no fill may start): let go of
-        the stored response it would have revalidated."""
-        self._release_files()
-
     def close(self) -> None:
         """The fill task ended (`run` removed the temp file): readers' descriptors stay till
         they leave."""
         self._task_done = True
         self.fail(ProxyError("pixcache is shutting down"))  # if it has not ended yet
         if not self.body.tail.readers:
-            self._release_files()
+            self.release_files()
 
-    def _release_files(self) -> None:
+    def release_files(self) -> None:
+        """Close what the fill holds open: once its task ended and its last reader left, or
+        at once if it never started (its key's fill was in flight, or no fill may start)."""
         self.body.release()
         if self.stale is not None:
             os.close(self.stale.fd)

@@ -60,12 +60,12 @@ class Fills:
             and not self.store.purged_after(current.started)
         ):
             self.settings.tracing.fill_joined(current)
-            fill.discard()
+            fill.release_files()
             return current, False, current.join()
         try:
             self.slots.admit(self.running)
         except Overloaded:
-            fill.discard()
+            fill.release_files()
             raise
         self._running += 1
         metrics.FILLS_IN_FLIGHT.inc()
