@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from proxy.policy.directives import Headers, list_values
 from proxy.policy.negotiation import canonical_value
+
+# Request fields that carry credentials. A stored response that varies on one (RFC 9111
+# §4.1) keeps a digest of the request's value in its head, a file on disk, never the
+# credential itself. (Entries stored by earlier versions hold the value itself: each is a
+# vary-miss once, then stored again.)
+CREDENTIAL_FIELDS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 def vary_fields(response_headers: Headers) -> tuple[str, ...]:
@@ -34,7 +42,12 @@ def selecting_value(request_headers: Headers, name: str) -> str | None:
     request exactly when its stored value is this request's canonical value, which means
     its own request was equivalent to this one; otherwise it is a vary-miss."""
     value = normalized_value(request_headers, name)
-    return None if value is None else canonical_value(name, value)
+    if value is None:
+        return None
+    if name.lower() in CREDENTIAL_FIELDS:
+        # Equal credentials give equal digests, so variants are told apart as before.
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+    return canonical_value(name, value)
 
 
 def vary_values(fields: tuple[str, ...], request_headers: Headers) -> dict[str, str | None]:

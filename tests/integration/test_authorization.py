@@ -143,7 +143,8 @@ async def test_vary_authorization_keeps_each_users_public_answer_apart(
     auth_origin: tuple[AuthOrigin, str], make_proxy: MakeProxy
 ) -> None:
     """§4.1: a public answer that varies on Authorization is reused for the same
-    credentials only."""
+    credentials only; what the cache keeps on disk to tell them apart is not the
+    credential itself."""
     origin, url = auth_origin
     origin.vary = "Authorization"
     proxy = await make_proxy(url)
@@ -154,6 +155,10 @@ async def test_vary_authorization_keeps_each_users_public_answer_apart(
     resp, _ = await proxy.get(path, headers=ALICE)
     assert cache_status(resp).startswith("pixcache; hit")
     assert origin.seen == [ALICE["Authorization"], BOB["Authorization"]]
+    stored = [p.read_bytes() for p in proxy.cache_dir.rglob("*") if p.is_file()]
+    assert len(proxy.entry_files()) == 3  # both variants, and the marker that names them
+    for token in (b"alice-token", b"bob-token"):
+        assert not any(token in data for data in stored)
 
 
 async def concurrent(

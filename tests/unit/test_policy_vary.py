@@ -127,3 +127,13 @@ def test_rfc9111_4_1_stored_values_match_equivalent_requests_only(
 ) -> None:
     fields = tuple(stored_values)
     assert vary_matches(fields, stored_values, h(*request_pairs)) is matches
+
+
+@pytest.mark.parametrize("name", ["Authorization", "Cookie", "Proxy-Authorization"])
+def test_rfc9111_4_1_credentials_select_variants_by_digest_alone(name: str) -> None:
+    alice = CIMultiDict({name: "secret-of-alice"})
+    stored = vary_values((name.lower(),), alice)
+    assert "secret-of-alice" not in str(stored)  # what the stored head keeps
+    assert vary_matches((name.lower(),), stored, CIMultiDict({name: "secret-of-alice"}))
+    assert not vary_matches((name.lower(),), stored, CIMultiDict({name: "secret-of-bob"}))
+    assert not vary_matches((name.lower(),), stored, CIMultiDict())
