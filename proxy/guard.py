@@ -9,11 +9,14 @@ entry is committed.
 Decompression bombs, pixel floods and truncated images are what takes image services down
 and what caches go on serving for days; this is where pixcache stops them. The declared
 Content-Type is never trusted: a PNG labelled image/jpeg is judged as the PNG it is, and an
-image labelled text/plain is judged all the same."""
+image labelled text/plain is judged all the same. Nor is Content-Encoding a way around it:
+a gzip or deflate body is judged by what it decodes to, as its client will decode it, and
+an image in any other coding is refused."""
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +34,11 @@ from proxy.origins.base import OriginResponse
 # 12 bytes (HEIF's brand). Each further look waits until the held bytes have doubled, so a
 # body sent one byte at a time costs a few looks (log2 of the look-ahead), not one per byte.
 FIRST_LOOK = 16
+# Content-codings the guard reads through (RFC 9110 §8.4.1): it judges the decoded bytes,
+# as a client will see them, and passes on the bytes as the origin sent them.
+READ_THROUGH = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 15}
+# Most decoded bytes taken at once: a small coded body may decode to a thousand times more.
+DECODED_PIECE = 256 * 1024
 
 
 class ImageRejected(ProxyError):
@@ -136,6 +144,31 @@ def check_size(width: int, height: int, frames: int, limits: GuardLimits) -> Non
         raise ImageRejected(f"image has {frames} frames, over {limits.max_frames}")
 
 
+class Decoding:
+    """The decoded bytes of a gzip or deflate body, taken a bounded piece at a time; a
+    stream that does not decode ends there (what it decoded to so far is what is judged,
+    as it is all a client can make of it)."""
+
+    def __init__(self, coding: str) -> None:
+        self._inflate = zlib.decompressobj(READ_THROUGH[coding])
+        self._pending = b""  # coded bytes not decoded yet, for want of room
+        self._ended = False  # the stream ended, or stopped decoding
+
+    def take(self, chunk: bytes, most: int) -> bytes:
+        """Up to `most` decoded bytes, of the coded bytes still pending and then `chunk`."""
+        coded, self._pending = self._pending + chunk, b""
+        if self._ended or not coded:
+            return b""
+        try:
+            decoded = self._inflate.decompress(coded, most)
+        except zlib.error:
+            self._ended = True
+            return b""
+        self._pending = self._inflate.unconsumed_tail
+        self._ended = self._inflate.eof
+        return decoded
+
+
 class Guard:
     def __init__(self, limits: GuardLimits, decode_workers: int = 2, decode_queue: int = 16):
         self.limits = limits
@@ -154,24 +187,29 @@ class Guard:
         return self.limits.mode == "decode"
 
     async def inspect(
-        self, content_type: str, body: AsyncIterator[bytes]
+        self, content_type: str, body: AsyncIterator[bytes], coding: str = ""
     ) -> tuple[Probe | None, AsyncIterator[bytes]]:
-        """Hold the first bytes of a body until they are judged.
+        """Hold the first bytes of a body until they are judged (decoded first, for a body
+        in a content-coding of READ_THROUGH).
 
         Returns the probe (None when the body is no image) and an iterator over the whole
         body, held bytes first. Raises ImageRejected for an image over a limit, for a body
         not judged within the look-ahead, and (with refuse_invalid) for a body labelled
         image/* whose bytes are no image."""
         held: list[bytes] = []
+        decoding = Decoding(coding) if coding else None
         seconds = self.limits.probe_seconds
         try:
             async with asyncio.timeout(seconds):
-                found = await self._look_ahead(body, held)
+                found, unjudged = await self._look_ahead(body, held, decoding)
         except TimeoutError:
             raise ImageRejected(f"body not judged within {seconds:g} s") from None
         if found.probe is not None:
             if found.scan is not None:
-                return found.probe, _watched(held, body, found.scan, self.limits)
+                found.scan.feed(unjudged)  # the frames go on where the judged bytes end
+                check_size(found.scan.width, found.scan.height, found.scan.frames, self.limits)
+                watched = _watched(held, body, found.scan, self.limits, decoding)
+                return found.probe, watched
             return found.probe, _chain(held, body)
         declared = content_type.split(";")[0].strip().lower()
         if not declared.startswith("image/"):
@@ -180,9 +218,15 @@ class Guard:
             raise ImageRejected(f"body is not an image, though labelled {declared}")
         return Probe(problem="body is not an image"), _chain(held, body)
 
-    async def _look_ahead(self, body: AsyncIterator[bytes], held: list[bytes]) -> Look:
+    async def _look_ahead(
+        self, body: AsyncIterator[bytes], held: list[bytes], decoding: Decoding | None
+    ) -> tuple[Look, bytes]:
+        """The judgement of the first bytes (decoded, with `decoding`), and the bytes
+        past the ones judged that were held (decoded) meanwhile."""
         loop = asyncio.get_running_loop()
-        size, next_look, complete = 0, FIRST_LOOK, False
+        ahead = self.limits.probe_bytes
+        plain = held if decoding is None else []  # the bytes judged, as a client sees them
+        size, coded, next_look, complete = 0, 0, FIRST_LOOK, False
         while True:
             try:
                 chunk = await anext(body)
@@ -190,17 +234,23 @@ class Guard:
                 complete = True
             else:
                 held.append(chunk)
+                if decoding is not None:
+                    coded += len(chunk)
+                    if coded > ahead:  # e.g. a gzip header that never ends
+                        raise ImageRejected(f"body not decoded within its first {ahead} bytes")
+                    # Decoded only as far as the look-ahead reaches; the rest stays pending.
+                    chunk = decoding.take(chunk, ahead + 1 - size)
+                    plain.append(chunk)
                 size += len(chunk)
                 if size < next_look:
                     continue
-            data = b"".join(held)
-            held[:] = [data] if data else []
+            data = b"".join(plain)
+            plain[:] = [data] if data else []
             # The look-ahead is exact: nothing past its first `probe_bytes` is looked at.
-            ahead = self.limits.probe_bytes
             judged, whole = (data, complete) if size <= ahead else (data[:ahead], False)
             found = await loop.run_in_executor(self._probe_pool, look, judged, whole, self.limits)
             if found.decided or whole:
-                return found
+                return found, data[len(judged) :]
             if size >= ahead:
                 raise ImageRejected(f"image header not within the first {ahead} bytes")
             next_look = min(2 * size, ahead)
@@ -212,10 +262,16 @@ class Guard:
         is never downloaded."""
         if not self.enabled:
             return response.body, ""
+        content_type = response.headers.get("Content-Type", "")
+        coding = response.headers.get("Content-Encoding", "").strip().lower()
         try:
-            probe, body = await self.inspect(
-                response.headers.get("Content-Type", ""), response.body
-            )
+            if coding in ("", "identity"):
+                coding = ""
+            elif coding not in READ_THROUGH:
+                if content_type.split(";")[0].strip().lower().startswith("image/"):
+                    raise ImageRejected(f"image in content-coding {coding!r}: not judged")
+                return response.body, ""  # no image, as far as anyone can tell
+            probe, body = await self.inspect(content_type, response.body, coding)
         except ProxyError as exc:
             if isinstance(exc, ImageRejected):
                 metrics.GUARD_REJECTIONS.labels("header").inc()
@@ -257,23 +313,37 @@ async def _chain(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
 
 
 async def _watched(
-    held: list[bytes], rest: AsyncIterator[bytes], scan: FrameScan, limits: GuardLimits
+    held: list[bytes],
+    rest: AsyncIterator[bytes],
+    scan: FrameScan,
+    limits: GuardLimits,
+    decoding: Decoding | None,
 ) -> AsyncIterator[bytes]:
-    """The body, every frame past the held bytes counted as it streams. The response has
-    begun by then, so a frame over a limit cuts it (the client sees an aborted body) and
-    nothing is stored; the rest is never downloaded."""
+    """The body, every frame past the held bytes counted as it streams (decoded, with
+    `decoding`). The response has begun by then, so a frame over a limit cuts it (the
+    client sees an aborted body) and nothing is stored; the rest is never downloaded."""
+
+    def count(coded: bytes) -> None:
+        """Feed the scanner what `coded` adds (with `decoding`, what it left pending too)."""
+        while not scan.done:
+            plain = coded if decoding is None else decoding.take(coded, DECODED_PIECE)
+            coded = b""
+            if not plain:
+                return
+            scan.feed(plain)
+            try:
+                check_size(scan.width, scan.height, scan.frames, limits)
+            except ImageRejected:
+                metrics.GUARD_REJECTIONS.labels("stream").inc()
+                raise
+
     for chunk in held:
         yield chunk
     try:
         async for chunk in rest:
-            if not scan.done:
-                scan.feed(chunk)
-                try:
-                    check_size(scan.width, scan.height, scan.frames, limits)
-                except ImageRejected:
-                    metrics.GUARD_REJECTIONS.labels("stream").inc()
-                    raise
+            count(chunk)
             yield chunk
+        count(b"")  # the end of the decoded body
     finally:
         aclose = getattr(rest, "aclose", None)
         if aclose is not None:

@@ -4,6 +4,8 @@ before a single body byte reaches the client; broken or fake images are never st
 from __future__ import annotations
 
 import asyncio
+import gzip
+import zlib
 from collections.abc import Iterator
 
 import aiohttp
@@ -12,6 +14,7 @@ import pyvips
 from aiohttp import web
 
 from proxy.frame_scan import scan_for
+from tests.commits import settled
 from tests.crafted_images import (
     animation,
     jpeg_with_app_segments,
@@ -344,19 +347,25 @@ async def test_text_bodies_pass_unchanged_and_are_stored(
     assert resp.status == 200 and body == page and "stored" in cache_status(resp)
 
 
+@pytest.mark.parametrize("coding", ["", "gzip"])
 @pytest.mark.parametrize(("fmt", "side"), [(".gif", 128), (".webp", 220)])
 async def test_frames_past_the_first_look_are_counted_as_they_stream(
-    origin: FakeOrigin, make_proxy: MakeProxy, fmt: str, side: int
+    origin: FakeOrigin, make_proxy: MakeProxy, fmt: str, side: int, coding: str
 ) -> None:
     """GIF and WebP give no frame count up front: an animation with few frames in its
-    first bytes and many after them is cut off at the frame over the limit."""
+    first bytes and many after them is cut off at the frame over the limit (counted in
+    the decoded bytes of a gzip body, which is what a client decodes)."""
     frames = animation(40, side, noise=True, fmt=fmt)
     early = scan_for(fmt[1:])
     assert early is not None
     early.feed(frames[: 2 * CHUNK_SIZE])
     assert early.frames < 10  # what a header probe of the first bytes would have seen
     headers = {**FRESH, "Content-Type": "image/" + fmt[1:]}
-    origin.add("/anim", Obj(body=frames, headers=headers, chunk_interval=0.02))
+    sent = frames
+    if coding:
+        headers["Content-Encoding"] = coding
+        sent = gzip.compress(frames)
+    origin.add("/anim", Obj(body=sent, headers=headers, chunk_interval=0.02))
     proxy = await make_proxy(origin.url, max_image_frames="10")
     async with proxy.client.get(proxy.url + "/anim") as resp:
         assert resp.status == 200
@@ -365,7 +374,7 @@ async def test_frames_past_the_first_look_are_counted_as_they_stream(
     assert proxy.entry_files() == []
     relaxed = await make_proxy(origin.url, max_image_frames="40")
     resp, body = await relaxed.get("/anim")
-    assert resp.status == 200 and body == frames and "stored" in cache_status(resp)
+    assert resp.status == 200 and body == sent and "stored" in cache_status(resp)
     assert origin.hits["/anim"] == 2
 
 
@@ -382,3 +391,58 @@ async def test_responses_that_are_not_shareable_are_judged_too(
     resp, body = await proxy.get("/ok.jpg")
     assert resp.status == 200 and body == sample("gradient.jpg")
     assert proxy.entry_files() == []
+
+
+@pytest.mark.parametrize("label", ["image/png", "text/html", ""])
+async def test_a_gzip_coded_bomb_is_judged_as_the_image_it_decodes_to(
+    origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes, label: str
+) -> None:
+    """A client decodes Content-Encoding: gzip before it decodes the image (and a browser
+    decodes an image whatever its label): the guard judges the decoded bytes."""
+    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": label}
+    origin.add("/bomb", Obj(body=gzip.compress(png_bomb), headers=headers))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/bomb")
+    assert resp.status == 422 and b"20000x20000" in body
+    assert proxy.entry_files() == [] and proxy.temp_files() == []
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate"])
+async def test_a_coded_image_within_the_limits_passes_as_the_origin_sent_it(
+    origin: FakeOrigin, make_proxy: MakeProxy, jpeg: bytes, coding: str
+) -> None:
+    coded = zlib.compress(jpeg) if coding == "deflate" else gzip.compress(jpeg)
+    headers = {**FRESH, "Content-Encoding": coding, "Content-Type": "image/jpeg"}
+    origin.add("/coded.jpg", Obj(body=coded, headers=headers))
+    proxy = await make_proxy(origin.url)
+    for expect in ("stored", "hit"):
+        async with proxy.client.get(proxy.url + "/coded.jpg", auto_decompress=False) as resp:
+            assert resp.status == 200 and await resp.read() == coded
+            assert resp.headers["Content-Encoding"] == coding
+            assert expect in cache_status(resp)
+            await settled(proxy.cache_dir, entry=True)
+
+
+async def test_a_gzip_header_that_never_ends_is_not_held_past_the_look_ahead(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    # FNAME set: a file name, ended by a NUL that never comes; nothing decodes meanwhile.
+    endless = b"\x1f\x8b\x08\x08\x00\x00\x00\x00\x00\xff" + b"a" * (3 << 20)
+    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": "image/png"}
+    origin.add("/endless", Obj(body=endless, headers=headers))
+    proxy = await make_proxy(origin.url, image_probe_bytes=str(1 << 20))
+    resp, body = await proxy.get("/endless")
+    assert resp.status == 422 and b"not decoded within its first 1048576 bytes" in body
+
+
+@pytest.mark.parametrize(("label", "status"), [("image/png", 422), ("text/plain", 200)])
+async def test_a_coding_the_guard_cannot_read_is_refused_for_an_image(
+    origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes, label: str, status: int
+) -> None:
+    headers = {**FRESH, "Content-Encoding": "br", "Content-Type": label}
+    origin.add("/br", Obj(body=b"\x0b\x02\x80hello\x03", headers=headers))
+    proxy = await make_proxy(origin.url)
+    async with proxy.client.get(proxy.url + "/br", auto_decompress=False) as resp:
+        assert resp.status == status
+        if status == 200:
+            assert await resp.read() == b"\x0b\x02\x80hello\x03"
