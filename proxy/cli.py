@@ -183,10 +183,35 @@ def _metrics_across_workers() -> None:
     import os
     import shutil
 
-    directory = tempfile.mkdtemp(prefix="pixcache-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    _remove_metrics_of_dead_masters()
     pid = os.getpid()
+    directory = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{pid}-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     atexit.register(lambda: os.getpid() == pid and shutil.rmtree(directory, ignore_errors=True))
+
+
+# The metrics directory of a master, named with its pid: a master killed with SIGKILL
+# (the OOM killer, a hard stop) never removes its own, so the next start does.
+METRICS_DIR_PREFIX = "pixcache-metrics-"
+
+
+def _remove_metrics_of_dead_masters() -> None:
+    import os
+    import shutil
+    from pathlib import Path
+
+    for directory in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
+        pid = directory.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or directory.is_symlink() or not directory.is_dir():
+            continue
+        try:
+            if directory.stat().st_uid != os.getuid():
+                continue  # another user's: not ours to judge
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(directory, ignore_errors=True)  # its master is gone
+        except (OSError, OverflowError):
+            continue  # alive (maybe another user's process), or gone meanwhile
 
 
 def _prepare_store(config: Config) -> Store:

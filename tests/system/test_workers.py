@@ -160,3 +160,35 @@ async def test_metrics_cover_both_workers(tmp_path: Path) -> None:
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     served_by = Counter(e.get("worker") for e in events if e.get("event") == "request")
     assert served_by[0] > 0 and served_by[1] > 0, served_by
+
+
+async def test_a_master_killed_with_sigkill_has_its_metrics_directory_removed_next_start(
+    tmp_path: Path,
+) -> None:
+    """With several workers, metrics are shared through a directory of the master's; a
+    master that cannot clean up (SIGKILL) leaves it, and the next start removes it, but
+    never the directory of a master that is alive."""
+    origin_proc, origin_url = start_origin({"/m.jpg": (1000, 9)})
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    alive = temp / f"pixcache-metrics-{os.getpid()}-keep"  # this process is alive
+    alive.mkdir()
+    env = {"TMPDIR": str(temp)}
+    args = (origin_url, tmp_path / "cache", free_port(), "--workers", "2")
+    try:
+        killed = start_pixcache(*args, env=env)
+        first = [p for p in temp.iterdir() if p.name.startswith(f"pixcache-metrics-{killed.pid}-")]
+        assert len(first) == 1
+        stop(killed, signal.SIGKILL)
+        assert first[0].is_dir()
+        restarted = start_pixcache(*args[:2], free_port(), *args[3:], env=env)
+        try:
+            assert not first[0].exists() and alive.is_dir()
+            assert any(
+                p.name.startswith(f"pixcache-metrics-{restarted.pid}-") for p in temp.iterdir()
+            )
+        finally:
+            stop(restarted)
+        assert sorted(p.name for p in temp.iterdir()) == [alive.name]  # its own went at exit
+    finally:
+        stop(origin_proc)
