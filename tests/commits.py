@@ -34,7 +34,7 @@ async def storing(cache_dir: Path, *, seconds: float = 10.0, written: bool = Fal
 
 def descriptors_into(directory: Path) -> list[str]:
     """The files under `directory` that this process holds open."""
-    inside = []
+    inside, directory = [], directory.resolve()  # the kernel names files by real paths
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")

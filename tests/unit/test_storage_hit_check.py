@@ -21,6 +21,7 @@ from storage.lookup import OpenEntry, open_entry, read_head
 from storage.store import CHECK_ON_HIT_MAX, Store
 from storage.temp import TempBody
 from storage.verify import Problem, verify_entry
+from tests.commits import descriptors_into
 from tests.entries import body_of, meta_for
 
 BODY = os.urandom(50 * 1024)
@@ -105,12 +106,12 @@ def test_an_empty_body_needs_no_read(layout: Layout) -> None:
 def test_a_flipped_bit_is_corrupt_and_names_the_head(layout: Layout, at: int, sums: str) -> None:
     head = committed(layout, sums=sums)
     flip_bit(body_of(head), at)
-    fds_before = len(os.listdir("/proc/self/fd"))
+    fds_before = descriptors_into(layout.root)
     with pytest.raises(CorruptEntry) as caught:
         open_entry(head, len(BODY))
     assert "checksum mismatch" in str(caught.value)
     assert caught.value.file_id == FileId.of(os.stat(head))  # only this head is removed
-    assert len(os.listdir("/proc/self/fd")) == fds_before  # the body's descriptor is closed
+    assert descriptors_into(layout.root) == fds_before  # the body's descriptor is closed
 
 
 def test_without_the_check_a_flipped_bit_passes_the_size_check(layout: Layout) -> None:
