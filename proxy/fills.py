@@ -14,7 +14,7 @@ import structlog
 
 from proxy import metrics
 from proxy.backpressure import FillSlots
-from proxy.errors import InternalError, Overloaded
+from proxy.errors import InternalError
 from proxy.fill import Fill, FillSettings
 from proxy.origins.base import Origin
 from proxy.redact import describe
@@ -64,7 +64,7 @@ class Fills:
             return current, False, current.join()
         try:
             self.slots.admit(self.running)
-        except Overloaded:
+        except BaseException:  # Overloaded, or /proc unreadable for --max-rss
             fill.release_files()
             raise
         self._running += 1

@@ -11,7 +11,7 @@ and what caches go on serving for days; this is where pixcache stops them. The d
 Content-Type is never trusted: a PNG labelled image/jpeg is judged as the PNG it is, and an
 image labelled text/plain is judged all the same. Nor is Content-Encoding a way around it:
 a gzip or deflate body is judged by what it decodes to, as its client will decode it, and
-an image in any other coding is refused."""
+a body in any other coding is refused (fills ask only for codings the guard reads)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyvips
 
@@ -36,9 +37,13 @@ from proxy.origins.base import OriginResponse
 FIRST_LOOK = 16
 # Content-codings the guard reads through (RFC 9110 §8.4.1): it judges the decoded bytes,
 # as a client will see them, and passes on the bytes as the origin sent them.
-READ_THROUGH = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 15}
+READ_THROUGH = frozenset({"gzip", "x-gzip", "deflate"})
 # Most decoded bytes taken at once: a small coded body may decode to a thousand times more.
 DECODED_PIECE = 256 * 1024
+# Past the look-ahead, a coded body may decode to at most this many times its size (an
+# image is compressed already; gzip gains little on it): the frames of a GIF or WebP are
+# counted in every decoded byte, and a bomb must not buy that work for nothing.
+DECODED_RATIO = 32
 
 
 class ImageRejected(ProxyError):
@@ -144,29 +149,69 @@ def check_size(width: int, height: int, frames: int, limits: GuardLimits) -> Non
         raise ImageRejected(f"image has {frames} frames, over {limits.max_frames}")
 
 
-class Decoding:
-    """The decoded bytes of a gzip or deflate body, taken a bounded piece at a time; a
-    stream that does not decode ends there (what it decoded to so far is what is judged,
-    as it is all a client can make of it)."""
+def readable_codings(accept_encoding: str) -> str | None:
+    """The codings of an Accept-Encoding value the guard can read through (RFC 9110
+    §12.5.3), q-values kept; None when no coding is left (identity, as with no field).
+    Asking only for these, a fill never gets a body it would have to refuse; removing
+    codings never makes the response unacceptable to the client that asked."""
+    kept = [
+        item.strip()
+        for item in accept_encoding.split(",")
+        if item.split(";")[0].strip().lower() in READ_THROUGH | {"identity"}
+    ]
+    return ", ".join(kept) or None
 
-    def __init__(self, coding: str) -> None:
-        self._inflate = zlib.decompressobj(READ_THROUGH[coding])
+
+class Decoding:
+    """The decoded bytes of a gzip or deflate body, taken a bounded piece at a time, as the
+    most lenient client decodes them: every member of a gzip body (zero bytes after one are
+    padding), a deflate body with or without its zlib wrapper. A body that does not decode,
+    or that decodes to more than DECODED_RATIO times its size, is refused: what a client
+    would make of it cannot be judged, or would cost the guard more than it may spend."""
+
+    def __init__(self, coding: str, floor: int) -> None:
+        self.coding = coding
+        self._inflate: Any = None  # made once the first bytes of a member are here
+        self._members = 0  # begun so far
         self._pending = b""  # coded bytes not decoded yet, for want of room
-        self._ended = False  # the stream ended, or stopped decoding
+        self._allowed = floor  # decoded bytes allowed from now on: grows with coded bytes
 
     def take(self, chunk: bytes, most: int) -> bytes:
         """Up to `most` decoded bytes, of the coded bytes still pending and then `chunk`."""
         coded, self._pending = self._pending + chunk, b""
-        if self._ended or not coded:
-            return b""
-        try:
-            decoded = self._inflate.decompress(coded, most)
-        except zlib.error:
-            self._ended = True
-            return b""
-        self._pending = self._inflate.unconsumed_tail
-        self._ended = self._inflate.eof
-        return decoded
+        self._allowed += DECODED_RATIO * len(chunk)
+        out: list[bytes] = []
+        while coded and most > 0:
+            if self._inflate is None:
+                if self._members:
+                    coded = coded.lstrip(b"\0")  # padding after a member
+                if not coded or (self.coding == "deflate" and len(coded) < 2):
+                    break
+                self._inflate = zlib.decompressobj(self._wbits(coded))
+                self._members += 1
+            try:
+                decoded = self._inflate.decompress(coded, most)
+            except zlib.error:
+                raise ImageRejected(f"body does not decode as {self.coding}") from None
+            out.append(decoded)
+            most -= len(decoded)
+            self._allowed -= len(decoded)
+            if self._allowed < 0:
+                raise ImageRejected(f"body decodes to over {DECODED_RATIO} times its size")
+            if self._inflate.eof:
+                coded, self._inflate = self._inflate.unused_data, None  # the next member
+            else:
+                coded = self._inflate.unconsumed_tail
+        self._pending = coded
+        return b"".join(out)
+
+    def _wbits(self, coded: bytes) -> int:
+        if self.coding != "deflate":
+            return 16 + zlib.MAX_WBITS  # gzip
+        # RFC 9110 §8.4.1.2 says zlib (RFC 1950); some servers send raw deflate, and
+        # clients decode both: a zlib header is a deflate method and a multiple of 31.
+        wrapped = coded[0] & 0x0F == 8 and (coded[0] << 8 | coded[1]) % 31 == 0
+        return zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
 
 
 class Guard:
@@ -197,7 +242,7 @@ class Guard:
         not judged within the look-ahead, and (with refuse_invalid) for a body labelled
         image/* whose bytes are no image."""
         held: list[bytes] = []
-        decoding = Decoding(coding) if coding else None
+        decoding = Decoding(coding, self.limits.probe_bytes) if coding else None
         seconds = self.limits.probe_seconds
         try:
             async with asyncio.timeout(seconds):
@@ -236,13 +281,11 @@ class Guard:
                 held.append(chunk)
                 if decoding is not None:
                     coded += len(chunk)
-                    if coded > ahead:  # e.g. a gzip header that never ends
-                        raise ImageRejected(f"body not decoded within its first {ahead} bytes")
                     # Decoded only as far as the look-ahead reaches; the rest stays pending.
                     chunk = decoding.take(chunk, ahead + 1 - size)
                     plain.append(chunk)
                 size += len(chunk)
-                if size < next_look:
+                if size < next_look and coded <= ahead:
                     continue
             data = b"".join(plain)
             plain[:] = [data] if data else []
@@ -253,6 +296,8 @@ class Guard:
                 return found, data[len(judged) :]
             if size >= ahead:
                 raise ImageRejected(f"image header not within the first {ahead} bytes")
+            if coded > ahead:  # e.g. a gzip header that never ends: little or nothing decoded
+                raise ImageRejected(f"body not decoded within its first {ahead} bytes")
             next_look = min(2 * size, ahead)
 
     async def judge(self, response: OriginResponse) -> tuple[AsyncIterator[bytes], str]:
@@ -263,14 +308,13 @@ class Guard:
         if not self.enabled:
             return response.body, ""
         content_type = response.headers.get("Content-Type", "")
-        coding = response.headers.get("Content-Encoding", "").strip().lower()
+        codings = ",".join(response.headers.getall("Content-Encoding", ()))
+        coding = ", ".join(c.strip().lower() for c in codings.split(",") if c.strip())
+        coding = "" if coding == "identity" else coding
         try:
-            if coding in ("", "identity"):
-                coding = ""
-            elif coding not in READ_THROUGH:
-                if content_type.split(";")[0].strip().lower().startswith("image/"):
-                    raise ImageRejected(f"image in content-coding {coding!r}: not judged")
-                return response.body, ""  # no image, as far as anyone can tell
+            if coding and coding not in READ_THROUGH:
+                # Whatever its label: a client decodes the coding, then maybe an image.
+                raise ImageRejected(f"body in content-coding {coding!r} cannot be judged")
             probe, body = await self.inspect(content_type, response.body, coding)
         except ProxyError as exc:
             if isinstance(exc, ImageRejected):
@@ -325,17 +369,17 @@ async def _watched(
 
     def count(coded: bytes) -> None:
         """Feed the scanner what `coded` adds (with `decoding`, what it left pending too)."""
-        while not scan.done:
-            plain = coded if decoding is None else decoding.take(coded, DECODED_PIECE)
-            coded = b""
-            if not plain:
-                return
-            scan.feed(plain)
-            try:
+        try:
+            while not scan.done:
+                plain = coded if decoding is None else decoding.take(coded, DECODED_PIECE)
+                coded = b""
+                if not plain:
+                    return
+                scan.feed(plain)
                 check_size(scan.width, scan.height, scan.frames, limits)
-            except ImageRejected:
-                metrics.GUARD_REJECTIONS.labels("stream").inc()
-                raise
+        except ImageRejected:
+            metrics.GUARD_REJECTIONS.labels("stream").inc()
+            raise
 
     for chunk in held:
         yield chunk

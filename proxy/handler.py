@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from aiohttp import web
@@ -18,6 +18,7 @@ from proxy.errors import NotCached as NotCachedError
 from proxy.errors import Overloaded, ProxyError
 from proxy.fill import Fill, FillHead, Stale
 from proxy.fills import Fills
+from proxy.guard import readable_codings
 from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request
 from proxy.origins.base import Origin
@@ -231,7 +232,7 @@ class Handler:
         fill.leave(reader)  # nobody reads this one; it only refreshes the entry
 
     def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
-        fetch_headers = forwarded_headers(request, drop=self.not_forwarded_on_fill)
+        fetch_headers = self._to_origin(request, drop=self.not_forwarded_on_fill)
         entry = found.entry
         seen = entry.identity if entry is not None else None
         stale = None
@@ -349,12 +350,30 @@ class Handler:
         return StoredView(head.status, head.headers, Timing(now, now)).ttl(now, self.policy)
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
-        """Fetch for this client alone and stream the answer; nothing is stored."""
+        """Fetch for this client alone and stream the answer, judged by the image guard
+        as a fill's is; nothing is stored."""
+        guard = self.fills.settings.guard
         try:
-            response = await self.origin.fetch(request.method, key, forwarded_headers(request))
+            response = await self.origin.fetch(request.method, key, self._to_origin(request))
+            if guard is not None and request.method == "GET" and response.status == 200:
+                body, _ = await guard.judge(response)  # a refused image raises: 422
+                response = replace(response, body=body)
         except ProxyError as exc:
             return await send_error(request, exc, cache)
         return await relay_response(request, response, cache)
+
+    def _to_origin(
+        self, request: web.Request, *, drop: frozenset[str] = frozenset()
+    ) -> CIMultiDict[str]:
+        """The fields a GET or HEAD forwards; with the image guard on, Accept-Encoding asks
+        only for codings it can read (proxy/guard.py)."""
+        headers = forwarded_headers(request, drop=drop)
+        guard = self.fills.settings.guard
+        if guard is not None and guard.enabled and "Accept-Encoding" in headers:
+            codings = readable_codings(",".join(headers.popall("Accept-Encoding")))
+            if codings is not None:
+                headers["Accept-Encoding"] = codings
+        return headers
 
     async def forward(self, request: web.Request, key: str) -> Served:
         """Methods we do not cache go to the origin with their body; a non-error answer to

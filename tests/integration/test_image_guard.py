@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -435,14 +436,88 @@ async def test_a_gzip_header_that_never_ends_is_not_held_past_the_look_ahead(
     assert resp.status == 422 and b"not decoded within its first 1048576 bytes" in body
 
 
-@pytest.mark.parametrize(("label", "status"), [("image/png", 422), ("text/plain", 200)])
-async def test_a_coding_the_guard_cannot_read_is_refused_for_an_image(
-    origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes, label: str, status: int
+@pytest.mark.parametrize("label", ["image/png", "text/plain"])
+async def test_a_body_in_a_coding_the_guard_cannot_read_is_refused(
+    origin: FakeOrigin, make_proxy: MakeProxy, label: str
 ) -> None:
+    """Whatever its label: a client decodes the coding, then (a browser, for an <img>)
+    the image in it."""
     headers = {**FRESH, "Content-Encoding": "br", "Content-Type": label}
     origin.add("/br", Obj(body=b"\x0b\x02\x80hello\x03", headers=headers))
     proxy = await make_proxy(origin.url)
-    async with proxy.client.get(proxy.url + "/br", auto_decompress=False) as resp:
-        assert resp.status == status
-        if status == 200:
-            assert await resp.read() == b"\x0b\x02\x80hello\x03"
+    resp, body = await proxy.get("/br")
+    assert resp.status == 422 and b"content-coding 'br' cannot be judged" in body
+    assert proxy.entry_files() == []
+
+
+@pytest.mark.parametrize(
+    ("verify", "forwarded"), [("header", "gzip;q=0.8, identity"), ("off", None)]
+)
+async def test_with_the_guard_on_a_fill_asks_only_for_codings_it_can_read(
+    origin: FakeOrigin, make_proxy: MakeProxy, verify: str, forwarded: str | None
+) -> None:
+    origin.add("/a.jpg", Obj(body=b"x", headers=FRESH))
+    proxy = await make_proxy(origin.url, verify_images=verify)
+    asked = "br, gzip;q=0.8, zstd, *;q=0.1, identity"
+    resp, _ = await proxy.get("/a.jpg", headers={"Accept-Encoding": asked})
+    assert resp.status == 200
+    assert origin.requests[-1][2].get("Accept-Encoding") == (forwarded or asked)
+
+
+def multi_member(png_bomb: bytes) -> bytes:
+    return gzip.compress(b"") + gzip.compress(png_bomb)
+
+
+def raw_deflate(png_bomb: bytes) -> bytes:
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(png_bomb) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("coding", "code"),
+    [("gzip", multi_member), ("deflate", raw_deflate)],
+    ids=["second-gzip-member", "raw-deflate"],
+)
+async def test_a_bomb_in_a_form_lenient_clients_decode_is_judged_too(
+    origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes, coding: str, code: Any
+) -> None:
+    headers = {**FRESH, "Content-Encoding": coding, "Content-Type": "text/plain"}
+    origin.add("/bomb", Obj(body=code(png_bomb), headers=headers))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/bomb")
+    assert resp.status == 422 and b"20000x20000" in body
+
+
+async def test_a_coded_body_that_does_not_decode_is_refused(
+    origin: FakeOrigin, make_proxy: MakeProxy, jpeg: bytes
+) -> None:
+    broken = gzip.compress(jpeg)[:40] + b"not deflate at all" * 100
+    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": "image/jpeg"}
+    origin.add("/broken.jpg", Obj(body=broken, headers=headers))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/broken.jpg")
+    assert resp.status == 422 and b"does not decode as gzip" in body
+    assert proxy.entry_files() == []
+
+
+async def test_a_coded_body_longer_than_the_look_ahead_in_one_chunk_is_judged(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    text = pattern_bytes(400_000, seed=3).hex().encode()  # compresses about 2:1
+    coded = gzip.compress(text)
+    assert len(coded) > CHUNK_SIZE
+    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": "text/plain"}
+    origin.add("/text", Obj(body=coded, headers=headers))
+    proxy = await make_proxy(origin.url, image_probe_bytes="16K")
+    async with proxy.client.get(proxy.url + "/text", auto_decompress=False) as resp:
+        assert resp.status == 200 and await resp.read() == coded
+
+
+async def test_a_request_fetched_alone_is_judged_as_a_fill_is(
+    origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes
+) -> None:
+    # RFC 9111 §5.2.1.5: no-store in a request: fetched for it alone, never stored.
+    origin.add("/bomb.png", Obj(body=png_bomb, headers={**FRESH, "Content-Type": "image/png"}))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/bomb.png", headers={"Cache-Control": "no-store"})
+    assert resp.status == 422 and b"20000x20000" in body

@@ -175,6 +175,7 @@ async def test_a_master_killed_with_sigkill_has_its_metrics_directory_removed_ne
     alive.mkdir()
     env = {"TMPDIR": str(temp)}
     args = (origin_url, tmp_path / "cache", free_port(), "--workers", "2")
+    killed = restarted = None
     try:
         killed = start_pixcache(*args, env=env)
         first = [p for p in temp.iterdir() if p.name.startswith(f"pixcache-metrics-{killed.pid}-")]
@@ -182,13 +183,12 @@ async def test_a_master_killed_with_sigkill_has_its_metrics_directory_removed_ne
         stop(killed, signal.SIGKILL)
         assert first[0].is_dir()
         restarted = start_pixcache(*args[:2], free_port(), *args[3:], env=env)
-        try:
-            assert not first[0].exists() and alive.is_dir()
-            assert any(
-                p.name.startswith(f"pixcache-metrics-{restarted.pid}-") for p in temp.iterdir()
-            )
-        finally:
-            stop(restarted)
+        assert not first[0].exists() and alive.is_dir()
+        assert any(p.name.startswith(f"pixcache-metrics-{restarted.pid}-") for p in temp.iterdir())
+        stop(restarted)
         assert sorted(p.name for p in temp.iterdir()) == [alive.name]  # its own went at exit
     finally:
+        for proc in (killed, restarted):
+            if proc is not None:
+                stop(proc, signal.SIGKILL)  # the whole process group, if still there
         stop(origin_proc)
