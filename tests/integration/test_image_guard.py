@@ -521,3 +521,20 @@ async def test_a_request_fetched_alone_is_judged_as_a_fill_is(
     proxy = await make_proxy(origin.url)
     resp, body = await proxy.get("/bomb.png", headers={"Cache-Control": "no-store"})
     assert resp.status == 422 and b"20000x20000" in body
+
+
+@pytest.mark.parametrize(("fmt", "side"), [(".gif", 128), (".webp", 220)])
+async def test_frames_in_the_bytes_held_past_the_look_ahead_are_counted(
+    origin: FakeOrigin, make_proxy: MakeProxy, fmt: str, side: int
+) -> None:
+    """A chunk can bring more than the look-ahead judges: the frames in the rest of it are
+    counted before the stream goes on (a WebP with 40 frames passed a limit of 10)."""
+    frames = animation(40, side, noise=True, fmt=fmt)
+    headers = {**FRESH, "Content-Type": "image/" + fmt[1:]}
+    origin.add("/anim", Obj(body=frames, headers=headers))  # in 64 KiB chunks
+    proxy = await make_proxy(origin.url, max_image_frames="10", image_probe_bytes="16K")
+    async with proxy.client.get(proxy.url + "/anim") as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert proxy.entry_files() == []
