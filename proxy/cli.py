@@ -207,11 +207,16 @@ def _remove_metrics_of_dead_masters() -> None:
         try:
             if directory.stat().st_uid != os.getuid():
                 continue  # another user's: not ours to judge
-            os.kill(int(pid), 0)
+            # One named with our own pid, before we made ours, is an earlier life's (a
+            # container's PID 1, restarted).
+            if int(pid) != os.getpid():
+                os.kill(int(pid), 0)
+                continue  # that master is alive (or its pid was reused: left alone)
         except ProcessLookupError:
-            shutil.rmtree(directory, ignore_errors=True)  # its master is gone
+            pass  # its master is gone
         except (OSError, OverflowError):
-            continue  # alive (maybe another user's process), or gone meanwhile
+            continue  # alive (another user's process), or gone meanwhile
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _prepare_store(config: Config) -> Store:
