@@ -7,6 +7,7 @@ and RFC 9112 §6.3 requires a 502, and never bytes meant for another URL."""
 
 from __future__ import annotations
 
+import gzip
 import random
 import struct
 import zlib
@@ -153,6 +154,15 @@ def bomb_png(width: int = 20_000, height: int = 20_000) -> bytes:
 
 
 BOMB = bomb_png()
+
+
+def in_coding(body: bytes, coding: bytes) -> bytes:
+    """`body` in a content-coding, in the forms lenient clients decode: gzip as an empty
+    member and then the body, deflate without its zlib wrapper."""
+    if coding == b"gzip":
+        return gzip.compress(b"") + gzip.compress(body)
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return packer.compress(body) + packer.flush()
 
 
 def _head(status: bytes, fields: list[bytes]) -> bytes:
@@ -372,13 +382,17 @@ def origin_case(seed: str, number: int, trap_port: int) -> OriginCase:
                 b"Content-Type: image/jpeg",
             )
         )
+        # A client decodes a content-coding before the image: so must the guard.
+        coding = rng.choice((b"", b"", b"gzip", b"deflate"))
+        bomb = in_coding(BOMB, coding) if coding else BOMB
         bomb_fields = [
             fields[0],
             b"Cache-Control: public, max-age=3600",
             label,
-            b"Content-Length: %d" % len(BOMB),
+            b"Content-Encoding: %s" % coding if coding else b"",
+            b"Content-Length: %d" % len(bomb),
         ]
-        return case((_head(ok, bomb_fields) + BOMB,), (), closes=close, sent=BOMB, forbidden=BOMB)
+        return case((_head(ok, bomb_fields) + bomb,), (), closes=close, sent=bomb, forbidden=bomb)
     raise AssertionError(kind)
 
 
