@@ -1,12 +1,13 @@
-"""Reading the size and frames of a GIF or WebP as its bytes stream past.
+"""Reading the size and frames of a GIF, WebP or animated PNG as its bytes stream past.
 
-Neither format states its frame count up front: a GIF is a run of image descriptors ended
-by a trailer, an animated WebP a run of ANMF chunks. libvips counts them in whatever bytes
-it is given, so a header probe of the first bytes only sees the first frames, and an
-animation with a few frames up front and thousands after them would pass. These scanners
-walk the block structure of the whole body as it streams (a few bytes read per block, the
-rest skipped) so the guard can count every frame, and so a WebP, which libvips reads only
-whole, gets its canvas size from the first bytes.
+Neither GIF nor WebP states its frame count up front: a GIF is a run of image descriptors
+ended by a trailer, an animated WebP a run of ANMF chunks. libvips counts them in whatever
+bytes it is given, so a header probe of the first bytes only sees the first frames, and an
+animation with a few frames up front and thousands after them would pass. An animated PNG
+declares its frames, but libvips reads its first frame only. These scanners walk the block
+structure of the whole body as it streams (a few bytes read per block, the rest skipped)
+so the guard can count every frame, and so a WebP, which libvips reads only whole, gets
+its canvas size from the first bytes.
 """
 
 from __future__ import annotations
@@ -175,10 +176,63 @@ class WebpScan(FrameScan):
         self.canvas_known = True
 
 
+class PngScan(FrameScan):
+    """PNG (ISO/IEC 15948 §5.3) and its animation, APNG (PNG, third edition, §4.4):
+    a signature, then chunks of length, type, data and CRC. The canvas is IHDR's. An
+    animation declares its frames in acTL, which must come before the first IDAT, and has
+    one fcTL per frame, with the frame's size and offset. libvips (and so an image service)
+    reads the first frame only, but a browser plays them all: they are counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._animated = False
+        self._controls = 0  # fcTL chunks so far
+        self._rest = 0  # bytes of the chunk being read after its fields, CRC included
+        self._expect("signature", 8)
+
+    def _take(self, field: bytes) -> None:
+        state = self._state
+        if state == "signature":
+            if field != b"\x89PNG\r\n\x1a\n":
+                self.done = True
+                return
+            self.frames = 1
+            self._expect("chunk", 8)
+        elif state == "chunk":
+            length, kind = struct.unpack(">I4s", field)
+            if kind == b"IEND" or (kind == b"IDAT" and not self._animated):
+                self.done = True  # the end, or the image data of a still image
+                return
+            wanted = {b"IHDR": 8, b"acTL": 4, b"fcTL": 20}.get(kind, 0)
+            if wanted and length >= wanted:
+                self._rest = length - wanted + 4
+                self._expect(kind.decode("latin-1"), wanted)
+            else:
+                self._expect("chunk", 8, length + 4)
+        else:
+            self._chunk(state, field)
+            self._expect("chunk", 8, self._rest)
+
+    def _chunk(self, kind: str, data: bytes) -> None:
+        if kind == "IHDR":
+            self._extend(*struct.unpack(">II", data))
+            self.canvas_known = True
+        elif kind == "acTL":
+            self._animated = True
+            self.frames = max(self.frames, struct.unpack(">I", data)[0])
+        elif kind == "fcTL":
+            _sequence, width, height, left, top = struct.unpack(">IIIII", data)
+            self._controls += 1
+            self.frames = max(self.frames, self._controls)
+            self._extend(left + width, top + height)
+
+
 def scan_for(kind: str) -> FrameScan | None:
     """A scanner for formats whose frames are counted as they stream; None for others."""
     if kind == "gif":
         return GifScan()
     if kind == "webp":
         return WebpScan()
+    if kind == "png":
+        return PngScan()
     return None

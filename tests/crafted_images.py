@@ -5,6 +5,7 @@ anything of that size ever being encoded."""
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -17,18 +18,13 @@ SAMPLES = Path(__file__).resolve().parent.parent / "proxy" / "samples"
 def png_header_bomb(width: int, height: int) -> bytes:
     """A 1-bit greyscale PNG whose header claims width x height; its one IDAT holds a few
     rows, so the file is a few KB (PNG spec §11.2.2 IHDR, §11.2.4 IDAT)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data)
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
     row = b"\x00" + bytes((width + 7) // 8)  # filter byte, then the packed pixels
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(row * 4, 9))
-        + chunk(b"IEND", b"")
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(row * 4, 9))
+        + _png_chunk(b"IEND", b"")
     )
 
 
@@ -89,6 +85,36 @@ def animation(frames: int, side: int, *, noise: bool = False, fmt: str = ".gif")
     strip = pyvips.Image.arrayjoin([page.cast("uchar") for page in pages], across=1).copy()
     strip.set_type(pyvips.GValue.gint_type, "page-height", side)
     return strip.write_to_buffer(fmt)
+
+
+def apng(frames: int, side: int, *, declared: int | None = None, seed: int = 0) -> bytes:
+    """An animated PNG (PNG third edition §4.4) of `frames` grey frames of side x side
+    random pixels (so each takes about side * side bytes), acTL declaring `declared`
+    frames (as many as there are by default)."""
+    rows = random.Random(seed).randbytes(side * side)
+    image = zlib.compress(b"".join(b"\0" + rows[i : i + side] for i in range(0, len(rows), side)))
+    parts = [
+        b"\x89PNG\r\n\x1a\n",
+        _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)),
+        _png_chunk(b"acTL", struct.pack(">II", frames if declared is None else declared, 0)),
+    ]
+    sequence = 0
+    for index in range(frames):
+        control = struct.pack(">IIIIIHHBB", sequence, side, side, 0, 0, 1, 10, 0, 0)
+        parts.append(_png_chunk(b"fcTL", control))
+        sequence += 1
+        if index == 0:
+            parts.append(_png_chunk(b"IDAT", image))
+        else:
+            parts.append(_png_chunk(b"fdAT", struct.pack(">I", sequence) + image))
+            sequence += 1
+    parts.append(_png_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def sample(name: str) -> bytes:

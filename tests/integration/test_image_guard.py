@@ -18,6 +18,7 @@ from proxy.frame_scan import scan_for
 from tests.commits import settled
 from tests.crafted_images import (
     animation,
+    apng,
     jpeg_with_app_segments,
     png_header_bomb,
     sample,
@@ -538,3 +539,33 @@ async def test_frames_in_the_bytes_held_past_the_look_ahead_are_counted(
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
     assert proxy.entry_files() == []
+
+
+async def test_an_animated_png_declaring_too_many_frames_gets_422_before_any_byte(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    """libvips reads an APNG's first frame only; a browser plays every frame it declares."""
+    body = apng(3, 16, declared=5000)
+    origin.add("/many.png", Obj(body=body, headers={**FRESH, "Content-Type": "image/png"}))
+    proxy = await make_proxy(origin.url)
+    resp, text = await proxy.get("/many.png")
+    assert resp.status == 422 and b"5000 frames, over 100" in text
+    assert proxy.entry_files() == []
+
+
+async def test_animated_png_frames_past_the_first_look_are_counted_as_they_stream(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    body = apng(40, 128, declared=2)  # declares 2, carries 40 (16 KB each)
+    headers = {**FRESH, "Content-Type": "image/png"}
+    origin.add("/anim.png", Obj(body=body, headers=headers, chunk_interval=0.02))
+    proxy = await make_proxy(origin.url, max_image_frames="10")
+    async with proxy.client.get(proxy.url + "/anim.png") as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert proxy.entry_files() == []
+    within = apng(10, 128)
+    origin.add("/ten.png", Obj(body=within, headers=headers))
+    resp, got = await proxy.get("/ten.png")
+    assert resp.status == 200 and got == within and "stored" in cache_status(resp)
