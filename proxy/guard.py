@@ -305,7 +305,7 @@ class Guard:
         or the disk before), and the problem of an image that only looks broken: it is
         served, not stored ('' when none). A refused image raises, and the rest of its body
         is never downloaded."""
-        if not self.enabled:
+        if not self.enabled or response.status in (204, 304):  # no body (RFC 9110 §6.4.1)
             return response.body, ""
         content_type = response.headers.get("Content-Type", "")
         codings = ",".join(response.headers.getall("Content-Encoding", ()))

@@ -569,3 +569,13 @@ async def test_animated_png_frames_past_the_first_look_are_counted_as_they_strea
     origin.add("/ten.png", Obj(body=within, headers=headers))
     resp, got = await proxy.get("/ten.png")
     assert resp.status == 200 and got == within and "stored" in cache_status(resp)
+
+
+async def test_a_response_without_a_body_is_not_judged_by_its_coding(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    headers = {**FRESH, "Content-Encoding": "br"}
+    origin.add("/empty", Obj(body=b"", status=204, headers=headers))
+    proxy = await make_proxy(origin.url)
+    resp, _ = await proxy.get("/empty")
+    assert resp.status == 204
