@@ -185,7 +185,7 @@ class PngScan(FrameScan):
 
     def __init__(self) -> None:
         super().__init__()
-        self._animated = False
+        self._declared = 0  # the frames acTL declares (0: no acTL)
         self._controls = 0  # fcTL chunks so far
         self._rest = 0  # bytes of the chunk being read after its fields, CRC included
         self._expect("signature", 8)
@@ -200,8 +200,8 @@ class PngScan(FrameScan):
             self._expect("chunk", 8)
         elif state == "chunk":
             length, kind = struct.unpack(">I4s", field)
-            if kind == b"IEND" or (kind == b"IDAT" and not self._animated):
-                self.done = True  # the end, or the image data of a still image
+            if kind == b"IEND" or length >= 1 << 31 or (kind == b"IDAT" and not self._declared):
+                self.done = True  # the end, a broken length, or a still image's data
                 return
             wanted = {b"IHDR": 8, b"acTL": 4, b"fcTL": 20}.get(kind, 0)
             if wanted and length >= wanted:
@@ -218,12 +218,11 @@ class PngScan(FrameScan):
             self._extend(*struct.unpack(">II", data))
             self.canvas_known = True
         elif kind == "acTL":
-            self._animated = True
-            self.frames = max(self.frames, struct.unpack(">I", data)[0])
-        elif kind == "fcTL":
+            self._declared = max(1, struct.unpack(">I", data)[0])
+        elif kind == "fcTL":  # an animation (an acTL without one shows as a still image)
             _sequence, width, height, left, top = struct.unpack(">IIIII", data)
             self._controls += 1
-            self.frames = max(self.frames, self._controls)
+            self.frames = max(self.frames, self._declared, self._controls)
             self._extend(left + width, top + height)
 
 

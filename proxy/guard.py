@@ -44,6 +44,10 @@ DECODED_PIECE = 256 * 1024
 # image is compressed already; gzip gains little on it): the frames of a GIF or WebP are
 # counted in every decoded byte, and a bomb must not buy that work for nothing.
 DECODED_RATIO = 32
+# Each gzip member costs a decompressor: an origin sending empty members must not make the
+# guard build one per 20 bytes.
+MOST_GZIP_MEMBERS = 64
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class ImageRejected(ProxyError):
@@ -83,7 +87,7 @@ class Probe:
 class Look:
     """One look at the held bytes: `decided` once the body is known to be an image within
     the limits (`probe`) or no image at all (`probe` None). `scan` goes on counting the
-    frames of a GIF or WebP through the rest of the body."""
+    frames of a GIF, WebP or PNG through the rest of the body."""
 
     decided: bool
     probe: Probe | None = None
@@ -149,30 +153,33 @@ def check_size(width: int, height: int, frames: int, limits: GuardLimits) -> Non
         raise ImageRejected(f"image has {frames} frames, over {limits.max_frames}")
 
 
-def readable_codings(accept_encoding: str) -> str | None:
-    """The codings of an Accept-Encoding value the guard can read through (RFC 9110
-    §12.5.3), q-values kept; None when no coding is left (identity, as with no field).
-    Asking only for these, a fill never gets a body it would have to refuse; removing
-    codings never makes the response unacceptable to the client that asked."""
+def readable_codings(accept_encoding: str) -> str:
+    """The codings of an Accept-Encoding value (empty: the client sent none) the guard can
+    read through, q-values kept, or "identity" when none is left (RFC 9110 §12.5.3: no
+    field at all would let the origin choose any). Asking only for these, a fill never gets
+    a body it has to refuse; removing codings never makes the response unacceptable to the
+    client that asked."""
     kept = [
         item.strip()
         for item in accept_encoding.split(",")
         if item.split(";")[0].strip().lower() in READ_THROUGH | {"identity"}
     ]
-    return ", ".join(kept) or None
+    return ", ".join(kept) or "identity"
 
 
 class Decoding:
     """The decoded bytes of a gzip or deflate body, taken a bounded piece at a time, as the
-    most lenient client decodes them: every member of a gzip body (zero bytes after one are
-    padding), a deflate body with or without its zlib wrapper. A body that does not decode,
-    or that decodes to more than DECODED_RATIO times its size, is refused: what a client
-    would make of it cannot be judged, or would cost the guard more than it may spend."""
+    most lenient client decodes them: every member of a gzip body (zero bytes between them
+    are padding, other bytes after one end it), a deflate body with or without its zlib
+    wrapper. A body that does not decode, or that decodes to more than DECODED_RATIO times
+    its size or has more than MOST_GZIP_MEMBERS members, is refused: what a client would
+    make of it cannot be judged, or would cost the guard more than it may spend."""
 
     def __init__(self, coding: str, floor: int) -> None:
         self.coding = coding
-        self._inflate: Any = None  # made once the first bytes of a member are here
+        self._inflate: Any = None  # a zlib decompressor, made once a member begins
         self._members = 0  # begun so far
+        self._ended = False  # what follows the body is ignored, as clients do
         self._pending = b""  # coded bytes not decoded yet, for want of room
         self._allowed = floor  # decoded bytes allowed from now on: grows with coded bytes
 
@@ -181,12 +188,17 @@ class Decoding:
         coded, self._pending = self._pending + chunk, b""
         self._allowed += DECODED_RATIO * len(chunk)
         out: list[bytes] = []
-        while coded and most > 0:
+        while coded and most > 0 and not self._ended:
             if self._inflate is None:
                 if self._members:
                     coded = coded.lstrip(b"\0")  # padding after a member
-                if not coded or (self.coding == "deflate" and len(coded) < 2):
+                if len(coded) < 2:
+                    break  # a member's first bytes say what it is: wait for them
+                if self._members and (self.coding == "deflate" or coded[:2] != GZIP_MAGIC):
+                    self._ended = True  # bytes after the body
                     break
+                if self._members == MOST_GZIP_MEMBERS:
+                    raise ImageRejected(f"gzip body of over {MOST_GZIP_MEMBERS} members")
                 self._inflate = zlib.decompressobj(self._wbits(coded))
                 self._members += 1
             try:
@@ -202,7 +214,7 @@ class Decoding:
                 coded, self._inflate = self._inflate.unused_data, None  # the next member
             else:
                 coded = self._inflate.unconsumed_tail
-        self._pending = coded
+        self._pending = b"" if self._ended else coded
         return b"".join(out)
 
     def _wbits(self, coded: bytes) -> int:
@@ -285,7 +297,7 @@ class Guard:
                     chunk = decoding.take(chunk, ahead + 1 - size)
                     plain.append(chunk)
                 size += len(chunk)
-                if size < next_look and coded <= ahead:
+                if size < next_look and coded <= 2 * ahead:
                     continue
             data = b"".join(plain)
             plain[:] = [data] if data else []
@@ -296,8 +308,8 @@ class Guard:
                 return found, data[len(judged) :]
             if size >= ahead:
                 raise ImageRejected(f"image header not within the first {ahead} bytes")
-            if coded > ahead:  # e.g. a gzip header that never ends: little or nothing decoded
-                raise ImageRejected(f"body not decoded within its first {ahead} bytes")
+            if coded > 2 * ahead:  # e.g. a gzip header that never ends: nothing decoded
+                raise ImageRejected(f"body not decoded within its first {2 * ahead} bytes")
             next_look = min(2 * size, ahead)
 
     async def judge(self, response: OriginResponse) -> tuple[AsyncIterator[bytes], str]:

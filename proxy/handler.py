@@ -18,7 +18,6 @@ from proxy.errors import NotCached as NotCachedError
 from proxy.errors import Overloaded, ProxyError
 from proxy.fill import Fill, FillHead, Stale
 from proxy.fills import Fills
-from proxy.guard import readable_codings
 from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request
 from proxy.origins.base import Origin
@@ -108,6 +107,9 @@ class Handler:
         # None while tracing is off: the hot path never looks, the full one checks this.
         self.tracing = tracing
         self.keying = keying  # the key rule: the target and Accept as keyed and fetched
+        # The image guard judges what GETs fetch: they ask only for codings it reads.
+        guard = fills.settings.guard
+        self.guarded = guard is not None and guard.enabled
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if self.hot is not None and (sent := await self.hot.answer(request, self.store.note_use)):
@@ -232,7 +234,9 @@ class Handler:
         fill.leave(reader)  # nobody reads this one; it only refreshes the entry
 
     def _fill_for(self, request: web.Request, key: str, found: Lookup) -> Fill:
-        fetch_headers = self._to_origin(request, drop=self.not_forwarded_on_fill)
+        fetch_headers = forwarded_headers(
+            request, drop=self.not_forwarded_on_fill, readable_codings_only=self.guarded
+        )
         entry = found.entry
         seen = entry.identity if entry is not None else None
         stale = None
@@ -351,29 +355,16 @@ class Handler:
 
     async def relay(self, request: web.Request, key: str, cache: CacheStatus) -> Served:
         """Fetch for this client alone and stream the answer, judged by the image guard
-        as a fill's is; nothing is stored."""
+        as a fill's is (a refused image is a 422); nothing is stored."""
         guard = self.fills.settings.guard
+        headers = forwarded_headers(request, readable_codings_only=self.guarded)
         try:
-            response = await self.origin.fetch(request.method, key, self._to_origin(request))
-            if guard is not None and request.method == "GET" and response.status == 200:
-                body, _ = await guard.judge(response)  # a refused image raises: 422
-                response = replace(response, body=body)
+            response = await self.origin.fetch(request.method, key, headers)
+            if guard is not None and request.method == "GET":
+                response = replace(response, body=(await guard.judge(response))[0])
         except ProxyError as exc:
             return await send_error(request, exc, cache)
         return await relay_response(request, response, cache)
-
-    def _to_origin(
-        self, request: web.Request, *, drop: frozenset[str] = frozenset()
-    ) -> CIMultiDict[str]:
-        """The fields a GET or HEAD forwards; with the image guard on, Accept-Encoding asks
-        only for codings it can read (proxy/guard.py)."""
-        headers = forwarded_headers(request, drop=drop)
-        guard = self.fills.settings.guard
-        if guard is not None and guard.enabled and "Accept-Encoding" in headers:
-            codings = readable_codings(",".join(headers.popall("Accept-Encoding")))
-            if codings is not None:
-                headers["Accept-Encoding"] = codings
-        return headers
 
     async def forward(self, request: web.Request, key: str) -> Served:
         """Methods we do not cache go to the origin with their body; a non-error answer to

@@ -9,6 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.errors import InternalError, Overloaded, ProxyError
+from proxy.guard import readable_codings
 from proxy.observe import Served, request_id
 from proxy.origins.base import OriginResponse
 from proxy.policy.cache_status import CacheStatus
@@ -85,12 +86,20 @@ _STATUSES = frozenset(s.value for s in HTTPStatus)
 
 
 def forwarded_headers(
-    request: web.Request, *, drop: frozenset[str] = frozenset()
+    request: web.Request,
+    *,
+    drop: frozenset[str] = frozenset(),
+    readable_codings_only: bool = False,
 ) -> CIMultiDict[str]:
     """RFC 9110 §7.6: strip hop-by-hop fields and add Via. Host names the origin, which the
     client library sets from the configured URL. Surrogate-Capability tells the origin
-    that Surrogate-Control directives may target us (Edge Architecture 1.0)."""
+    that Surrogate-Control directives may target us (Edge Architecture 1.0). With
+    `readable_codings_only` (the image guard on), Accept-Encoding names only the codings
+    the guard reads through."""
     headers = end_to_end(request.headers, drop=drop | REQUEST_FRAMING | {"host"})
+    if readable_codings_only:
+        asked = ",".join(headers.popall("Accept-Encoding", ()))
+        headers["Accept-Encoding"] = readable_codings(asked)
     with_via(headers, f"{request.version.major}.{request.version.minor}", VIA)
     headers.add("Surrogate-Capability", SURROGATE_CAPABILITY)
     return headers

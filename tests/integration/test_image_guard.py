@@ -434,7 +434,7 @@ async def test_a_gzip_header_that_never_ends_is_not_held_past_the_look_ahead(
     origin.add("/endless", Obj(body=endless, headers=headers))
     proxy = await make_proxy(origin.url, image_probe_bytes=str(1 << 20))
     resp, body = await proxy.get("/endless")
-    assert resp.status == 422 and b"not decoded within its first 1048576 bytes" in body
+    assert resp.status == 422 and b"not decoded within its first 2097152 bytes" in body
 
 
 @pytest.mark.parametrize("label", ["image/png", "text/plain"])
@@ -452,14 +452,23 @@ async def test_a_body_in_a_coding_the_guard_cannot_read_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("verify", "forwarded"), [("header", "gzip;q=0.8, identity"), ("off", None)]
+    ("verify", "asked", "forwarded"),
+    [
+        ("header", "br, gzip;q=0.8, zstd, *;q=0.1, identity", "gzip;q=0.8, identity"),
+        ("header", "br, *", "identity"),  # none left: identity, not "any" (no field)
+        ("header", "", "identity"),
+        ("off", "br, gzip;q=0.8, zstd, *;q=0.1, identity", None),
+    ],
 )
 async def test_with_the_guard_on_a_fill_asks_only_for_codings_it_can_read(
-    origin: FakeOrigin, make_proxy: MakeProxy, verify: str, forwarded: str | None
+    origin: FakeOrigin,
+    make_proxy: MakeProxy,
+    verify: str,
+    asked: str,
+    forwarded: str | None,
 ) -> None:
     origin.add("/a.jpg", Obj(body=b"x", headers=FRESH))
     proxy = await make_proxy(origin.url, verify_images=verify)
-    asked = "br, gzip;q=0.8, zstd, *;q=0.1, identity"
     resp, _ = await proxy.get("/a.jpg", headers={"Accept-Encoding": asked})
     assert resp.status == 200
     assert origin.requests[-1][2].get("Accept-Encoding") == (forwarded or asked)
@@ -579,3 +588,55 @@ async def test_a_response_without_a_body_is_not_judged_by_its_coding(
     proxy = await make_proxy(origin.url)
     resp, _ = await proxy.get("/empty")
     assert resp.status == 204
+
+
+@pytest.mark.parametrize(
+    ("coding", "tail"),
+    [("gzip", b"\r\n<!-- trailing -->\r\n"), ("deflate", b"\x03\x00" * 50_000)],
+    ids=["gzip-then-text", "deflate-then-empty-streams"],
+)
+async def test_bytes_after_a_coded_body_are_ignored_as_clients_ignore_them(
+    origin: FakeOrigin, make_proxy: MakeProxy, jpeg: bytes, coding: str, tail: bytes
+) -> None:
+    body = (gzip.compress(jpeg) if coding == "gzip" else raw_deflate(jpeg)) + tail
+    headers = {**FRESH, "Content-Encoding": coding, "Content-Type": "image/jpeg"}
+    origin.add("/tail.jpg", Obj(body=body, headers=headers))
+    proxy = await make_proxy(origin.url)
+    async with proxy.client.get(proxy.url + "/tail.jpg", auto_decompress=False) as resp:
+        assert resp.status == 200 and await resp.read() == body
+
+
+async def test_a_gzip_body_of_too_many_members_is_refused(
+    origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes
+) -> None:
+    body = gzip.compress(b"") * 64 + gzip.compress(png_bomb)
+    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": "text/plain"}
+    origin.add("/members", Obj(body=body, headers=headers))
+    proxy = await make_proxy(origin.url)
+    resp, text = await proxy.get("/members")
+    assert resp.status == 422 and b"over 64 members" in text
+
+
+async def test_a_range_fetched_alone_is_judged_too(
+    origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes
+) -> None:
+    whole = f"bytes 0-{len(png_bomb) - 1}/{len(png_bomb)}"
+    headers = {**FRESH, "Content-Type": "image/png", "Content-Range": whole}
+    origin.add("/bomb.png", Obj(body=png_bomb, status=206, headers=headers))
+    proxy = await make_proxy(origin.url)
+    fields = {"Cache-Control": "no-store", "Range": "bytes=0-"}
+    resp, body = await proxy.get("/bomb.png", headers=fields)
+    assert resp.status == 422 and b"20000x20000" in body
+
+
+async def test_a_png_whose_actl_has_no_frame_control_is_a_still_image(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    """An acTL without fcTL chunks is no animation: browsers show the image."""
+    animated = apng(1, 16, declared=5000)
+    still = animated.replace(animated[animated.index(b"fcTL") - 4 :][:38], b"")
+    assert b"fcTL" not in still and b"acTL" in still
+    origin.add("/still.png", Obj(body=still, headers={**FRESH, "Content-Type": "image/png"}))
+    proxy = await make_proxy(origin.url)
+    resp, body = await proxy.get("/still.png")
+    assert resp.status == 200 and body == still
