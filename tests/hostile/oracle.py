@@ -28,7 +28,7 @@ BOMB_MARK = BOMB[12:29]  # the IHDR chunk that declares 20000 x 20000 pixels
 def decoded(response: Message) -> bytes:
     """The body as a lenient client decodes its gzip or deflate coding (every gzip member,
     deflate with or without its zlib wrapper), as far as it decodes; else as sent."""
-    coding = (response.get("content-encoding") or "").strip().lower()
+    coding = ",".join(response.all("content-encoding")).strip().lower()
     if coding not in ("gzip", "x-gzip", "deflate"):
         return response.body
     data, out = response.body, []
@@ -43,6 +43,8 @@ def decoded(response: Message) -> bytes:
         except zlib.error:
             break
         data = inflate.unused_data.lstrip(b"\0")
+        if coding == "deflate" or not data.startswith(b"\x1f\x8b"):
+            break  # one deflate stream; gzip members while they come (curl, browsers)
     return b"".join(out)
 
 
