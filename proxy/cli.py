@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from typing import Any
 
 from proxy import demo_cmd, purge_cmd, verify_cmd, warm_cmd
@@ -178,45 +177,12 @@ def _metrics_across_workers() -> None:
     one directory, and a scrape of any worker sums them. The library takes the directory
     from its environment variable, read when the first metric is created, so it is set
     here, before proxy.app is imported. A fresh directory per start: old samples of dead
-    processes must not be counted again."""
-    import atexit
+    processes must not be counted again (proxy/metrics_dir.py)."""
     import os
-    import shutil
 
-    _remove_metrics_of_dead_masters()
-    pid = os.getpid()
-    directory = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{pid}-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    atexit.register(lambda: os.getpid() == pid and shutil.rmtree(directory, ignore_errors=True))
+    from proxy import metrics_dir
 
-
-# The metrics directory of a master, named with its pid: a master killed with SIGKILL
-# (the OOM killer, a hard stop) never removes its own, so the next start does.
-METRICS_DIR_PREFIX = "pixcache-metrics-"
-
-
-def _remove_metrics_of_dead_masters() -> None:
-    import os
-    import shutil
-    from pathlib import Path
-
-    for directory in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*-*"):
-        pid = directory.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or directory.is_symlink() or not directory.is_dir():
-            continue
-        try:
-            if directory.stat().st_uid != os.getuid():
-                continue  # another user's: not ours to judge
-            # One named with our own pid, before we made ours, is an earlier life's (a
-            # container's PID 1, restarted).
-            if int(pid) != os.getpid():
-                os.kill(int(pid), 0)
-                continue  # that master is alive (or its pid was reused: left alone)
-        except ProcessLookupError:
-            pass  # its master is gone
-        except (OSError, OverflowError):
-            continue  # alive (another user's process), or gone meanwhile
-        shutil.rmtree(directory, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.make()
 
 
 def _prepare_store(config: Config) -> Store:

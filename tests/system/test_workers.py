@@ -4,6 +4,7 @@ mid-fill releases its claim, is replaced, and leaves no temp files."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -167,24 +168,26 @@ async def test_a_master_killed_with_sigkill_has_its_metrics_directory_removed_ne
 ) -> None:
     """With several workers, metrics are shared through a directory of the master's; a
     master that cannot clean up (SIGKILL) leaves it, and the next start removes it, but
-    never the directory of a master that is alive."""
+    never the directory of a master that is alive (one whose lock is held)."""
     origin_proc, origin_url = start_origin({"/m.jpg": (1000, 9)})
     temp = tmp_path / "temp"
     temp.mkdir()
-    alive = temp / f"pixcache-metrics-{os.getpid()}-keep"  # this process is alive
+    alive = temp / "pixcache-metrics-alive"  # held by this process, as a master holds its own
     alive.mkdir()
+    held = os.open(alive / ".owner", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX)
     env = {"TMPDIR": str(temp)}
     args = (origin_url, tmp_path / "cache", free_port(), "--workers", "2")
     killed = restarted = None
     try:
         killed = start_pixcache(*args, env=env)
-        first = [p for p in temp.iterdir() if p.name.startswith(f"pixcache-metrics-{killed.pid}-")]
-        assert len(first) == 1
+        first = [p for p in temp.iterdir() if p != alive]
+        assert len(first) == 1 and first[0].name.startswith("pixcache-metrics-")
         stop(killed, signal.SIGKILL)
         assert first[0].is_dir()
         restarted = start_pixcache(*args[:2], free_port(), *args[3:], env=env)
         assert not first[0].exists() and alive.is_dir()
-        assert any(p.name.startswith(f"pixcache-metrics-{restarted.pid}-") for p in temp.iterdir())
+        assert len([p for p in temp.iterdir() if p != alive]) == 1  # the new master's
         stop(restarted)
         assert sorted(p.name for p in temp.iterdir()) == [alive.name]  # its own went at exit
     finally:
@@ -192,3 +195,4 @@ async def test_a_master_killed_with_sigkill_has_its_metrics_directory_removed_ne
             if proc is not None:
                 stop(proc, signal.SIGKILL)  # the whole process group, if still there
         stop(origin_proc)
+        os.close(held)
