@@ -40,6 +40,7 @@ async def test_200_concurrent_cold_requests_over_two_workers_make_one_origin_req
     proc = start_pixcache(origin_url, tmp_path / "cache", port, "--workers", "2", log=log)
     try:
         wait_for_children(proc.pid, 2)
+        await all_listening(log, 2)
         # New connections each, so SO_REUSEPORT spreads them over both workers.
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         async with aiohttp.ClientSession(connector=connector) as client:
@@ -103,6 +104,17 @@ def listening_workers(log: Path) -> set[int]:
     return {e.get("worker") for e in events if e.get("event") == "listening"}
 
 
+async def all_listening(log: Path, workers: int) -> None:
+    """Wait until every worker has logged that it listens: the kernel spreads connections
+    over the sockets listening at the time, so requests sent before the last one bound
+    all go to the others (a bound of 20 s, not a pace)."""
+    for _ in range(400):
+        if listening_workers(log) == set(range(workers)):
+            return
+        await asyncio.sleep(0.05)
+    assert listening_workers(log) == set(range(workers))
+
+
 async def test_metrics_cover_both_workers(tmp_path: Path) -> None:
     """Whichever worker answers the scrape, the counts are those of both."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -123,13 +135,7 @@ async def test_metrics_cover_both_workers(tmp_path: Path) -> None:
     try:
         wait_for_children(proc.pid, 2)
         wait_for_port(admin_port, proc)
-        # The kernel spreads connections over the sockets listening at the time: both
-        # workers must have bound theirs before the requests (a bound, not a pace).
-        for _ in range(400):
-            if listening_workers(log) == {0, 1}:
-                break
-            await asyncio.sleep(0.05)
-        assert listening_workers(log) == {0, 1}
+        await all_listening(log, 2)
         connector = aiohttp.TCPConnector(limit=0, force_close=True)
         async with aiohttp.ClientSession(connector=connector) as client:
             for _ in range(40):
