@@ -180,7 +180,7 @@ class Fill:
         body, problem = response.body, ""
         if settings.guard is not None and settings.guard.enabled:
             with settings.tracing.span("image.guard"):
-                body, problem = await settings.guard.judge(response)
+                body, problem, head.image = await settings.guard.judge(response)
         if problem and head.shared:  # served, but a broken-looking image is never stored
             head.stored, head.detail = False, "not-a-valid-image"
             log.warning("image_not_stored", key=self.key, reason=problem)
@@ -305,9 +305,9 @@ class Fill:
         """The whole body is in the temp file: commit it, unless the image does not decode
         or the URL was invalidated meanwhile (then `run`'s writer removes it)."""
         writer = self._writer_of()
-        if settings.guard is not None and settings.guard.decodes:
+        if settings.guard is not None and settings.guard.decodes and head.image:
             with settings.tracing.span("image.decode"):
-                problem = await settings.guard.decodes_whole(writer.path)
+                problem = await settings.guard.decodes_whole(writer.path, response.headers)
             if problem:  # decode mode: a truncated or broken image is never stored
                 metrics.GUARD_REJECTIONS.labels("decode").inc()
                 log.warning("image_not_stored", key=self.key, reason=problem)

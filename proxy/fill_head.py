@@ -44,6 +44,7 @@ class FillHead:
     stored: bool = True  # admitted to the store (it may still be dropped later)
     detail: str = ""
     origin_status: int = 0  # what the origin answered, when not `status` (a 304)
+    image: str = ""  # the kind of image the guard found the body to be ('' for none)
 
     @property
     def shared(self) -> bool:

@@ -312,13 +312,13 @@ class Guard:
                 raise ImageRejected(f"body not decoded within its first {2 * ahead} bytes")
             next_look = min(2 * size, ahead)
 
-    async def judge(self, response: OriginResponse) -> tuple[AsyncIterator[bytes], str]:
+    async def judge(self, response: OriginResponse) -> tuple[AsyncIterator[bytes], str, str]:
         """The response's body once its image header was judged (nothing reaches a client
-        or the disk before), and the problem of an image that only looks broken: it is
-        served, not stored ('' when none). A refused image raises, and the rest of its body
-        is never downloaded."""
+        or the disk before); the problem of an image that only looks broken: it is served,
+        not stored ('' when none); and the kind of image it is ('' for no image). A refused
+        image raises, and the rest of its body is never downloaded."""
         if not self.enabled or response.status in (204, 304):  # no body (RFC 9110 §6.4.1)
-            return response.body, ""
+            return response.body, "", ""
         content_type = response.headers.get("Content-Type", "")
         codings = ",".join(response.headers.getall("Content-Encoding", ()))
         coding = ", ".join(c.strip().lower() for c in codings.split(",") if c.strip())
@@ -333,32 +333,56 @@ class Guard:
                 metrics.GUARD_REJECTIONS.labels("header").inc()
             await response.stop()
             raise
-        return body, (probe.problem if probe is not None else "") or ""
+        if probe is None:
+            return body, "", ""
+        return body, probe.problem, "" if probe.problem else probe.kind
 
-    async def decodes_whole(self, path: Path) -> str:
-        """Decode mode: '' if the file decodes completely, else the reason it does not
-        (or that the decode queue is full: then the image is not stored either)."""
+    async def decodes_whole(self, path: Path, headers: Any) -> str:
+        """Decode mode: '' if the image in the file (its response's `headers` say in which
+        content-coding) decodes completely, else the reason it does not (or that the
+        decode queue is full: then the image is not stored either)."""
         if self.limits.mode != "decode":
             return ""
         if self._decode_slots.locked():
             return "decode queue full"
+        coding = headers.get("Content-Encoding", "").strip().lower()
         async with self._decode_slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._decode_pool, _decode, str(path))
+            return await loop.run_in_executor(
+                self._decode_pool, _decode, str(path), coding, self.limits.probe_bytes
+            )
 
     def close(self) -> None:
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _decode(path: str) -> str:
-    """Decode every pixel, failing on a truncated file (libvips fail_on=truncated)."""
+def _decode(path: str, coding: str = "", floor: int = 1 << 20) -> str:
+    """Decode every pixel, failing on a truncated file (libvips fail_on=truncated); a body
+    in a content-coding is decoded into a file beside it first (as Decoding allows)."""
+    plain = f"{path}.plain" if coding else path
     try:
-        image = pyvips.Image.new_from_file(path, access="sequential", fail_on="truncated")
+        if coding:
+            _decode_coding(path, plain, coding, floor)
+        image = pyvips.Image.new_from_file(plain, access="sequential", fail_on="truncated")
         image.avg()  # pulls every pixel through the decoder, a strip at a time
     except pyvips.Error as exc:
         return "image does not decode: " + str(exc).splitlines()[0][:200]
+    except ImageRejected as exc:
+        return exc.message
+    finally:
+        if plain != path:
+            Path(plain).unlink(missing_ok=True)
     return ""
+
+
+def _decode_coding(coded: str, plain: str, coding: str, floor: int) -> None:
+    decoding = Decoding(coding, floor)
+    with open(coded, "rb") as source, open(plain, "wb") as sink:
+        while chunk := source.read(DECODED_PIECE):
+            while piece := decoding.take(chunk, DECODED_PIECE):
+                sink.write(piece)
+                chunk = b""
 
 
 async def _chain(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -119,6 +119,38 @@ async def test_decode_mode_never_stores_a_truncated_jpeg_sent_chunked(
     assert origin.hits["/cut.jpg"] == 2
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_decode_mode_decodes_a_coded_image_as_its_client_will(
+    origin: FakeOrigin, make_proxy: MakeProxy, jpeg: bytes, coding: str
+) -> None:
+    headers = {**FRESH, "Content-Encoding": coding, "Content-Type": "image/jpeg"}
+    whole = gzip.compress(jpeg) if coding == "gzip" else zlib.compress(jpeg)
+    cut = gzip.compress(jpeg[: len(jpeg) // 2]) if coding == "gzip" else zlib.compress(jpeg[:-900])
+    origin.add("/whole.jpg", Obj(body=whole, headers=headers))
+    origin.add("/cut.jpg", Obj(body=cut, headers=headers))
+    proxy = await make_proxy(origin.url, verify_images="decode")
+    for path in ("/whole.jpg", "/cut.jpg"):
+        async with proxy.client.get(proxy.url + path, auto_decompress=False) as resp:
+            assert resp.status == 200 and await resp.read() == origin.objects[path].body
+    await settled(proxy.cache_dir)
+    resp, _ = await proxy.get("/whole.jpg")
+    assert cache_status(resp).startswith("pixcache; hit")
+    resp, _ = await proxy.get("/cut.jpg")  # its image does not decode: never stored
+    assert "hit" not in cache_status(resp) and origin.hits["/cut.jpg"] == 2
+
+
+async def test_decode_mode_stores_bodies_that_are_no_image(
+    origin: FakeOrigin, make_proxy: MakeProxy
+) -> None:
+    """Only images are decoded; a text body is stored as in header mode."""
+    origin.add("/a.txt", Obj(body=b"some text", headers={**FRESH, "Content-Type": "text/plain"}))
+    proxy = await make_proxy(origin.url, verify_images="decode")
+    await proxy.get("/a.txt")
+    await settled(proxy.cache_dir)
+    resp, body = await proxy.get("/a.txt")
+    assert body == b"some text" and cache_status(resp).startswith("pixcache; hit")
+
+
 async def test_header_mode_stores_a_truncated_png_whose_header_reads(
     origin: FakeOrigin, make_proxy: MakeProxy
 ) -> None:
