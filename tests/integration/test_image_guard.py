@@ -26,9 +26,35 @@ from tests.crafted_images import (
     tiff_bomb,
 )
 from tests.fake_origin import CHUNK_SIZE, FakeOrigin, Obj, pattern_bytes
-from tests.integration.conftest import MakeProxy, cache_status
+from tests.integration.conftest import MakeProxy, Proxy, cache_status
 
 FRESH = {"Cache-Control": "max-age=600"}
+
+
+async def cut_off(proxy: Proxy, path: str) -> None:
+    """The response starts (its head judged fine) and is cut when a frame past the first
+    bytes is over a limit; nothing is stored."""
+    async with proxy.client.get(proxy.url + path) as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await resp.read()
+    assert proxy.entry_files() == []
+
+
+async def refused(
+    origin: FakeOrigin,
+    make_proxy: MakeProxy,
+    body: bytes,
+    headers: dict[str, str],
+    reason: bytes,
+    **settings: str,
+) -> None:
+    """The guard refuses this (fresh) response with 422 and `reason`; nothing is stored."""
+    origin.add("/judged", Obj(body=body, headers={**FRESH, **headers}))
+    proxy = await make_proxy(origin.url, **settings)
+    resp, text = await proxy.get("/judged")
+    assert resp.status == 422 and reason in text, (resp.status, text)
+    assert proxy.entry_files() == [] and proxy.temp_files() == []
 
 
 @pytest.fixture(scope="module")
@@ -401,11 +427,7 @@ async def test_frames_past_the_first_look_are_counted_as_they_stream(
         sent = gzip.compress(frames)
     origin.add("/anim", Obj(body=sent, headers=headers, chunk_interval=0.02))
     proxy = await make_proxy(origin.url, max_image_frames="10")
-    async with proxy.client.get(proxy.url + "/anim") as resp:
-        assert resp.status == 200
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await resp.read()
-    assert proxy.entry_files() == []
+    await cut_off(proxy, "/anim")
     relaxed = await make_proxy(origin.url, max_image_frames="40")
     resp, body = await relaxed.get("/anim")
     assert resp.status == 200 and body == sent and "stored" in cache_status(resp)
@@ -433,12 +455,8 @@ async def test_a_gzip_coded_bomb_is_judged_as_the_image_it_decodes_to(
 ) -> None:
     """A client decodes Content-Encoding: gzip before it decodes the image (and a browser
     decodes an image whatever its label): the guard judges the decoded bytes."""
-    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": label}
-    origin.add("/bomb", Obj(body=gzip.compress(png_bomb), headers=headers))
-    proxy = await make_proxy(origin.url)
-    resp, body = await proxy.get("/bomb")
-    assert resp.status == 422 and b"20000x20000" in body
-    assert proxy.entry_files() == [] and proxy.temp_files() == []
+    headers = {"Content-Encoding": "gzip", "Content-Type": label}
+    await refused(origin, make_proxy, gzip.compress(png_bomb), headers, b"20000x20000")
 
 
 @pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate"])
@@ -462,11 +480,9 @@ async def test_a_gzip_header_that_never_ends_is_not_held_past_the_look_ahead(
 ) -> None:
     # FNAME set: a file name, ended by a NUL that never comes; nothing decodes meanwhile.
     endless = b"\x1f\x8b\x08\x08\x00\x00\x00\x00\x00\xff" + b"a" * (3 << 20)
-    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": "image/png"}
-    origin.add("/endless", Obj(body=endless, headers=headers))
-    proxy = await make_proxy(origin.url, image_probe_bytes=str(1 << 20))
-    resp, body = await proxy.get("/endless")
-    assert resp.status == 422 and b"not decoded within its first 2097152 bytes" in body
+    headers = {"Content-Encoding": "gzip", "Content-Type": "image/png"}
+    reason = b"not decoded within its first 2097152 bytes"
+    await refused(origin, make_proxy, endless, headers, reason, image_probe_bytes=str(1 << 20))
 
 
 @pytest.mark.parametrize("label", ["image/png", "text/plain"])
@@ -475,12 +491,9 @@ async def test_a_body_in_a_coding_the_guard_cannot_read_is_refused(
 ) -> None:
     """Whatever its label: a client decodes the coding, then (a browser, for an <img>)
     the image in it."""
-    headers = {**FRESH, "Content-Encoding": "br", "Content-Type": label}
-    origin.add("/br", Obj(body=b"\x0b\x02\x80hello\x03", headers=headers))
-    proxy = await make_proxy(origin.url)
-    resp, body = await proxy.get("/br")
-    assert resp.status == 422 and b"content-coding 'br' cannot be judged" in body
-    assert proxy.entry_files() == []
+    headers = {"Content-Encoding": "br", "Content-Type": label}
+    reason = b"content-coding 'br' cannot be judged"
+    await refused(origin, make_proxy, b"\x0b\x02\x80hello\x03", headers, reason)
 
 
 @pytest.mark.parametrize(
@@ -523,23 +536,16 @@ def raw_deflate(png_bomb: bytes) -> bytes:
 async def test_a_bomb_in_a_form_lenient_clients_decode_is_judged_too(
     origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes, coding: str, code: Any
 ) -> None:
-    headers = {**FRESH, "Content-Encoding": coding, "Content-Type": "text/plain"}
-    origin.add("/bomb", Obj(body=code(png_bomb), headers=headers))
-    proxy = await make_proxy(origin.url)
-    resp, body = await proxy.get("/bomb")
-    assert resp.status == 422 and b"20000x20000" in body
+    headers = {"Content-Encoding": coding, "Content-Type": "text/plain"}
+    await refused(origin, make_proxy, code(png_bomb), headers, b"20000x20000")
 
 
 async def test_a_coded_body_that_does_not_decode_is_refused(
     origin: FakeOrigin, make_proxy: MakeProxy, jpeg: bytes
 ) -> None:
     broken = gzip.compress(jpeg)[:40] + b"not deflate at all" * 100
-    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": "image/jpeg"}
-    origin.add("/broken.jpg", Obj(body=broken, headers=headers))
-    proxy = await make_proxy(origin.url)
-    resp, body = await proxy.get("/broken.jpg")
-    assert resp.status == 422 and b"does not decode as gzip" in body
-    assert proxy.entry_files() == []
+    headers = {"Content-Encoding": "gzip", "Content-Type": "image/jpeg"}
+    await refused(origin, make_proxy, broken, headers, b"does not decode as gzip")
 
 
 async def test_a_coded_body_longer_than_the_look_ahead_in_one_chunk_is_judged(
@@ -575,11 +581,7 @@ async def test_frames_in_the_bytes_held_past_the_look_ahead_are_counted(
     headers = {**FRESH, "Content-Type": "image/" + fmt[1:]}
     origin.add("/anim", Obj(body=frames, headers=headers))  # in 64 KiB chunks
     proxy = await make_proxy(origin.url, max_image_frames="10", image_probe_bytes="16K")
-    async with proxy.client.get(proxy.url + "/anim") as resp:
-        assert resp.status == 200
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await resp.read()
-    assert proxy.entry_files() == []
+    await cut_off(proxy, "/anim")
 
 
 async def test_an_animated_png_declaring_too_many_frames_gets_422_before_any_byte(
@@ -587,11 +589,7 @@ async def test_an_animated_png_declaring_too_many_frames_gets_422_before_any_byt
 ) -> None:
     """libvips reads an APNG's first frame only; a browser plays every frame it declares."""
     body = apng(3, 16, declared=5000)
-    origin.add("/many.png", Obj(body=body, headers={**FRESH, "Content-Type": "image/png"}))
-    proxy = await make_proxy(origin.url)
-    resp, text = await proxy.get("/many.png")
-    assert resp.status == 422 and b"5000 frames, over 100" in text
-    assert proxy.entry_files() == []
+    await refused(origin, make_proxy, body, {"Content-Type": "image/png"}, b"5000 frames, over 100")
 
 
 async def test_animated_png_frames_past_the_first_look_are_counted_as_they_stream(
@@ -601,11 +599,7 @@ async def test_animated_png_frames_past_the_first_look_are_counted_as_they_strea
     headers = {**FRESH, "Content-Type": "image/png"}
     origin.add("/anim.png", Obj(body=body, headers=headers, chunk_interval=0.02))
     proxy = await make_proxy(origin.url, max_image_frames="10")
-    async with proxy.client.get(proxy.url + "/anim.png") as resp:
-        assert resp.status == 200
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await resp.read()
-    assert proxy.entry_files() == []
+    await cut_off(proxy, "/anim.png")
     within = apng(10, 128)
     origin.add("/ten.png", Obj(body=within, headers=headers))
     resp, got = await proxy.get("/ten.png")
@@ -642,11 +636,8 @@ async def test_a_gzip_body_of_too_many_members_is_refused(
     origin: FakeOrigin, make_proxy: MakeProxy, png_bomb: bytes
 ) -> None:
     body = gzip.compress(b"") * 64 + gzip.compress(png_bomb)
-    headers = {**FRESH, "Content-Encoding": "gzip", "Content-Type": "text/plain"}
-    origin.add("/members", Obj(body=body, headers=headers))
-    proxy = await make_proxy(origin.url)
-    resp, text = await proxy.get("/members")
-    assert resp.status == 422 and b"over 64 members" in text
+    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+    await refused(origin, make_proxy, body, headers, b"over 64 members")
 
 
 async def test_a_range_fetched_alone_is_judged_too(
