@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pyvips
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -101,3 +102,17 @@ def cache_status(resp: aiohttp.ClientResponse) -> str:
     value = resp.headers.get("Cache-Status")
     assert value is not None, "every response carries Cache-Status"
     return value
+
+
+@pytest.fixture(scope="session")
+def png_bomb() -> bytes:
+    """20000x20000 pixels (400 megapixels) in about 50 KB: a 1-bit, all-black PNG."""
+    black = pyvips.Image.black(20000, 20000).cast("uchar")
+    return black.write_to_buffer(".png", compression=9, bitdepth=1)
+
+
+@pytest.fixture(scope="session")
+def jpeg() -> bytes:
+    """A 400x300 gradient."""
+    gradient = (pyvips.Image.xyz(400, 300)[0] * 255 / 400).cast("uchar")
+    return gradient.write_to_buffer(".jpg", Q=90)
