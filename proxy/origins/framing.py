@@ -24,10 +24,13 @@ BODILESS_STATUSES = frozenset({204, 304})
 
 
 class ExactLengthParser:
-    """Wraps aiohttp's response parser of one connection; `on_excess` is called once when
-    bytes beyond the response arrive (the connection must then never be reused)."""
+    """Wraps aiohttp's response parser of one connection; `on_excess` is called once, with
+    the log event that says why, when bytes beyond the response arrive or may (the
+    connection must then never be reused)."""
 
-    def __init__(self, parser: Any, *, skip_payload: bool, on_excess: Callable[[], None]) -> None:
+    def __init__(
+        self, parser: Any, *, skip_payload: bool, on_excess: Callable[[str], None]
+    ) -> None:
         self._parser = parser
         self._skip_payload = skip_payload  # a response to HEAD: no body, whatever it says
         self._on_excess = on_excess
@@ -65,7 +68,7 @@ class ExactLengthParser:
                 continue
             if self._body_left == 0:
                 self._excess = True  # RFC 9112 §6.3: not part of this response
-                self._on_excess()
+                self._on_excess("body_longer_than_length")
                 break
             take = min(self._body_left, len(data))
             found, upgraded, tail = self._parser.feed_data(data[:take])
@@ -96,9 +99,19 @@ class ExactLengthParser:
             return
         if self._skip_payload or code in BODILESS_STATUSES:
             self._body_left = 0
+            if code == 204 and _declares_content(message.headers):
+                # RFC 9110 §15.3.5: a 204 has no content. One whose origin thinks it has
+                # may send it late, where it would be read as the next request's answer.
+                self._excess = True
+                self._on_excess("bodiless_response_declares_content")
             return
         length = message.headers.get("Content-Length")
         if message.chunked or length is None or not length.isdigit():
             self._counting = False  # framed otherwise: the parser alone decides
             return
         self._body_left = int(length)
+
+
+def _declares_content(headers: Any) -> bool:
+    length = headers.get("Content-Length", "0").strip()
+    return "Transfer-Encoding" in headers or not length.isdigit() or int(length) > 0

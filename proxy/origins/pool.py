@@ -57,8 +57,8 @@ class _IdleGuardedProtocol(ResponseHandler):
             self._parser, skip_payload=kwargs.get("skip_payload", False), on_excess=self._excess
         )
 
-    def _excess(self) -> None:
-        log.warning("body_longer_than_length")
+    def _excess(self, event: str) -> None:
+        log.warning(event)
         self.force_close()
 
     def start_timeout(self) -> None:

@@ -60,3 +60,54 @@ async def test_a_request_an_origin_closes_a_reused_connection_on_is_sent_on_a_ne
         assert resp.status == 200 and body == body_for(b"/c")
         assert [r.target for r in origin.dropped] == [b"/c"]  # once, then a new connection
         assert origin.connections == 3
+
+
+class LateContentOrigin:
+    """Answers /empty with a 204 that declares 5 bytes of content, and sends them only once
+    the next request has come on that connection, just before its answer; a request on a
+    new connection gets its answer alone."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        late = b""
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                target = head.split(b" ", 2)[1]
+                if target == b"/empty":
+                    writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+                    late = b"hello"
+                else:
+                    body = body_for(target)
+                    writer.write(
+                        late + b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    late = b""
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+async def test_a_204_that_declares_content_does_not_answer_the_next_request(
+    make_proxy: MakeProxy,
+) -> None:
+    """RFC 9110 §15.3.5: a 204 has no content; its connection is not reused, so content its
+    origin sends late is never read as another request's answer."""
+    origin = LateContentOrigin()
+    server = await asyncio.start_server(origin.serve, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        proxy = await make_proxy(f"http://127.0.0.1:{port}")
+        resp, body = await proxy.get("/empty")
+        assert resp.status == 204 and body == b""
+        resp, body = await proxy.get("/b")
+        assert resp.status == 200 and body == body_for(b"/b")
+        assert origin.connections == 2
+    finally:
+        server.close()
+        await server.wait_closed()
