@@ -83,6 +83,10 @@ class HostileOrigin:
         self.findings: list[str] = []
         self.unasked_withheld = 0  # unasked responses not sent: a request was waiting
         self.unasked_crossed: set[int] = set()  # sent as the next request was (see _answer)
+        # Connection -> the exchange whose unasked response crossed the next request: from
+        # there on, each answer on it is read by the request after its own (see
+        # shifted_by_crossing).
+        self.crossed_on: dict[int, int] = {}
         # Where each path was asked for: (connection number, its nth request, method), to
         # tell, when a response answers the wrong request, whether both shared a connection.
         self.asked: dict[str, list[tuple[int, int, str]]] = {}
@@ -106,6 +110,24 @@ class HostileOrigin:
             writer.close()
         if self._server is not None:
             await self._server.wait_closed()
+
+    def shifted_by_crossing(self, answered: str, asked: str) -> bool:
+        """Whether `answered`'s response reaching the request for `asked` is what a crossing
+        leaves behind: the two were asked one after the other on a connection where an
+        unasked response had crossed a request, so every answer on it came one request
+        late (as any HTTP/1.1 client reads them) until it closed."""
+        for connection, exchange, _ in self.asked.get(asked, []):
+            crossed = self.crossed_on.get(connection)
+            earlier = (connection, exchange - 1)
+            # The request after `crossed` read the unasked bytes; each one after that, the
+            # answer to the one before it.
+            if (
+                crossed is not None
+                and crossed + 1 < exchange
+                and any((c, e) == earlier for c, e, _ in self.asked.get(answered, []))
+            ):
+                return True
+        return False
 
     def where_asked(self, text: str) -> str:
         """The paths a violation names, each with where the origin was asked for it."""
@@ -134,7 +156,7 @@ class HostileOrigin:
                 where = (connection, exchanges, request.method)
                 self.asked.setdefault(path_of(request.target), []).append(where)
                 self._inspect(request)
-                if await self._answer(request, reader, writer):
+                if await self._answer(request, reader, writer, where):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -161,9 +183,14 @@ class HostileOrigin:
             self.unkeyed_seen += 1
 
     async def _answer(
-        self, request: Message, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        request: Message,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        where: tuple[int, int, str],
     ) -> bool:
-        """Write the answer; True when the connection is to be closed."""
+        """Write the answer to the request `where` says (connection, exchange, method)
+        came as; True when the connection is to be closed."""
         path = path_of(request.target)
         number = origin_number(path)
         if number is not None and request.method == "GET":
@@ -190,6 +217,7 @@ class HostileOrigin:
                         await asyncio.sleep(CROSSING_SECONDS)
                         if _request_waiting(reader, writer):
                             self.unasked_crossed.add(number)
+                            self.crossed_on.setdefault(where[0], where[1])
                 else:
                     writer.write(item)
                     await writer.drain()
