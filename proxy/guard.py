@@ -153,6 +153,14 @@ def check_size(width: int, height: int, frames: int, limits: GuardLimits) -> Non
         raise ImageRejected(f"image has {frames} frames, over {limits.max_frames}")
 
 
+def content_coding(headers: Any) -> str:
+    """A response's content-codings as one lower-case list, every Content-Encoding line
+    joined; '' for none (or identity)."""
+    codings = ",".join(headers.getall("Content-Encoding", ()))
+    coding = ", ".join(c.strip().lower() for c in codings.split(",") if c.strip())
+    return "" if coding == "identity" else coding
+
+
 def readable_codings(accept_encoding: str) -> str:
     """The codings of an Accept-Encoding value (empty: the client sent none) the guard can
     read through, q-values kept, or "identity" when none is left (RFC 9110 §12.5.3: no
@@ -320,9 +328,7 @@ class Guard:
         if not self.enabled or response.status in (204, 304):  # no body (RFC 9110 §6.4.1)
             return response.body, "", ""
         content_type = response.headers.get("Content-Type", "")
-        codings = ",".join(response.headers.getall("Content-Encoding", ()))
-        coding = ", ".join(c.strip().lower() for c in codings.split(",") if c.strip())
-        coding = "" if coding == "identity" else coding
+        coding = content_coding(response.headers)
         try:
             if coding and coding not in READ_THROUGH:
                 # Whatever its label: a client decodes the coding, then maybe an image.
@@ -345,7 +351,7 @@ class Guard:
             return ""
         if self._decode_slots.locked():
             return "decode queue full"
-        coding = headers.get("Content-Encoding", "").strip().lower()
+        coding = content_coding(headers)
         async with self._decode_slots:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(

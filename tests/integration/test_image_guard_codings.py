@@ -17,6 +17,18 @@ from tests.integration.conftest import MakeProxy, cache_status
 from tests.integration.guard_checks import FRESH, refused
 
 
+async def test_decode_mode_takes_identity_for_no_coding(
+    origin: FakeOrigin, make_proxy: MakeProxy, jpeg: bytes
+) -> None:
+    headers = {**FRESH, "Content-Encoding": "Identity", "Content-Type": "image/jpeg"}
+    origin.add("/plain.jpg", Obj(body=jpeg, headers=headers))
+    proxy = await make_proxy(origin.url, verify_images="decode")
+    await proxy.get("/plain.jpg")
+    await settled(proxy.cache_dir)
+    resp, body = await proxy.get("/plain.jpg")
+    assert body == jpeg and cache_status(resp).startswith("pixcache; hit")
+
+
 @pytest.mark.parametrize("coding", ["gzip", "deflate"])
 async def test_decode_mode_decodes_a_coded_image_as_its_client_will(
     origin: FakeOrigin, make_proxy: MakeProxy, jpeg: bytes, coding: str
