@@ -18,6 +18,7 @@ from pathlib import Path
 
 PREFIX = "pixcache-metrics-"
 OWNER = ".owner"  # the locked file (prometheus-client reads only its *.db files)
+_held: list[int] = []  # the owner descriptors, open for the life of the process
 
 
 def make() -> str:
@@ -30,9 +31,6 @@ def make() -> str:
     pid = os.getpid()
     atexit.register(lambda: os.getpid() == pid and shutil.rmtree(directory, ignore_errors=True))
     return directory
-
-
-_held: list[int] = []  # the owner descriptors, open for the life of the process
 
 
 def remove_abandoned() -> None:
