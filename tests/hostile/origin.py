@@ -87,6 +87,8 @@ class HostileOrigin:
         # there on, each answer on it is read by the request after its own (see
         # shifted_by_crossing).
         self.crossed_on: dict[int, int] = {}
+        # Connection -> how many requests it had read when it closed.
+        self.exchanges_on: dict[int, int] = {}
         # Where each path was asked for: (connection number, its nth request, method), to
         # tell, when a response answers the wrong request, whether both shared a connection.
         self.asked: dict[str, list[tuple[int, int, str]]] = {}
@@ -116,18 +118,22 @@ class HostileOrigin:
         leaves behind: the two were asked one after the other on a connection where an
         unasked response had crossed a request, so every answer on it came one request
         late (as any HTTP/1.1 client reads them) until it closed."""
-        for connection, exchange, _ in self.asked.get(asked, []):
-            crossed = self.crossed_on.get(connection)
-            earlier = (connection, exchange - 1)
+        late = [
+            (connection, exchange)
+            for connection, exchange, _ in self.asked.get(answered, [])
             # The request after `crossed` read the unasked bytes; each one after that, the
             # answer to the one before it.
-            if (
-                crossed is not None
-                and crossed + 1 < exchange
-                and any((c, e) == earlier for c, e, _ in self.asked.get(answered, []))
-            ):
+            if (crossed := self.crossed_on.get(connection)) is not None and crossed < exchange
+        ]
+        for connection, exchange, _ in self.asked.get(asked, []):
+            if (connection, exchange - 1) in late:
                 return True
-        return False
+        # `asked` never reached us: it went out on the crossed connection after `answered`,
+        # whose case closed the connection before reading it (the late answer was read
+        # all the same).
+        return not self.asked.get(asked) and any(
+            self.exchanges_on.get(connection) == exchange for connection, exchange in late
+        )
 
     def where_asked(self, text: str) -> str:
         """The paths a violation names, each with where the origin was asked for it."""
@@ -161,6 +167,7 @@ class HostileOrigin:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
+            self.exchanges_on[connection] = exchanges
             self._writers.discard(writer)
             writer.close()
 
