@@ -19,7 +19,7 @@ import pytest
 from tests.fast_origin import BLOCK, FastOrigin
 from tests.system.procs import free_port, start_pixcache, stop
 
-TOTAL = "2"  # --total-timeout, seconds
+TOTAL = "1"  # --total-timeout, seconds: the origin streams as fast as it can till then
 SETTLE_SECONDS = 10.0  # how long a fetch may take to end before the test calls it endless
 
 
