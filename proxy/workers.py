@@ -131,5 +131,7 @@ def run_workers(config: Config, store: Store) -> None:
         )
         if time.monotonic() - started < CRASH_LOOP_SECONDS:
             time.sleep(CRASH_LOOP_SECONDS)
+            if stopping:  # told to stop during the pause: a worker started now would be
+                continue  # signalled by nobody, and the master would wait for it forever
         spawn(index)
     log.info("master_stopped")

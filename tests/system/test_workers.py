@@ -202,3 +202,27 @@ async def test_a_master_killed_with_sigkill_has_its_metrics_directory_removed_ne
                 stop(proc, signal.SIGKILL)  # the whole process group, if still there
         stop(origin_proc)
         os.close(held)
+
+
+async def test_sigterm_during_the_pause_after_a_worker_died_young_stops_the_master(
+    tmp_path: Path,
+) -> None:
+    """A worker that dies within CRASH_LOOP_SECONDS of its start is replaced only after a
+    pause; a SIGTERM that comes during the pause ends the master with exit 0, and no new
+    worker is started to outlive it."""
+    origin_proc, origin_url = start_origin({"/p.jpg": (1000, 5)})
+    log = tmp_path / "pixcache.log"
+    proc = start_pixcache(origin_url, tmp_path / "cache", free_port(), "--workers", "2", log=log)
+    try:
+        workers = wait_for_children(proc.pid, 2)
+        os.kill(workers[0], signal.SIGKILL)  # younger than the crash-loop pause
+        async with asyncio.timeout(10):  # the master reaped it: the pause has begun
+            while '"worker_died"' not in log.read_text():
+                await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        status = await loop.run_in_executor(None, proc.wait, 15)
+        assert status == 0
+    finally:
+        stop(proc, signal.SIGKILL)
+        stop(origin_proc)
