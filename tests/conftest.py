@@ -53,3 +53,10 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 def pytest_collection_finish() -> None:
     gc.collect()
     gc.freeze()
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Tests marked `long` (each takes a good part of a minute) run first: pytest-xdist
+    hands each worker a run of the list, and one of them started late ran alone for its
+    last half minute after every other test had ended."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.commits import settled
 from tests.hostile.canon import CANON
 from tests.hostile.client_cases import ClientCase, Expect, request
@@ -115,6 +117,7 @@ async def temp_files_left(cache_dir: Path) -> list[Path]:
     return []
 
 
+@pytest.mark.long
 async def test_hostile_clients_and_origin_cannot_break_pixcache(tmp_path: Path) -> None:
     secret = "s" + hashlib.sha256(SEED.encode()).hexdigest()[:20]
     trap = Trap()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from storage.remove import remove_entry
 from tests.commits import settled
@@ -108,6 +109,7 @@ async def _fetch_checked(url: str, expected: dict[str, bytes]) -> tuple[int, int
     return complete, wrong
 
 
+@pytest.mark.long
 async def test_fifty_rounds_of_sigkill_with_two_workers_serve_no_wrong_body(
     tmp_path: Path,
 ) -> None:
