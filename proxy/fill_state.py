@@ -2,21 +2,9 @@
 
 A fill is owned by one coroutine (`Fill.run`, started by proxy/fills.py) from QUEUED to
 a final state; every change of state goes through `check_transition`, so a fill can only
-move along the edges below. Readers never look at the state: they read the body through
-proxy/fill_body.py, and the handler waits for the head with `Fill.wait_head`.
-
-    QUEUED ──► FETCHING ──► STORING ──► COMPLETE        (whole body in the temp file)
-      │           │  │  │       │
-      │           │  │  │       └──► PASSING ──► PASSED   (body went through memory)
-      │           │  │  └──────────► PASSING       │
-      │           │  │                   └──► ABANDONED (nobody reads, nothing stored)
-      │           │  └──► HANDED ──► PASSED / ABANDONED (not shareable: the leader alone
-      │           │                                        reads it, through memory)
-      │           └─────► COMPLETE (a 304 freshened the stored body; if the 304 made it
-      │                             private, the entry is removed and only the leader reads it)
-      └──► RETRY   (another process committed the key meanwhile: look it up again)
-
-    any state that is not final ──► FAILED
+move along the edges of TRANSITIONS. Readers never look at the state: they read the body
+through proxy/fill_body.py, and the handler waits for the head with `Fill.wait_head`. The
+states are drawn, with the request path around them, in docs/architecture.md.
 """
 
 from __future__ import annotations
