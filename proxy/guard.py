@@ -376,6 +376,8 @@ def _decode(path: str, coding: str = "", floor: int = 1 << 20) -> str:
         return "image does not decode: " + str(exc).splitlines()[0][:200]
     except ImageRejected as exc:
         return exc.message
+    except OSError as exc:  # no room for the decoded copy (ENOSPC), or the file went away
+        return f"image not decoded: {exc.strerror or exc}"
     finally:
         if plain != path:
             Path(plain).unlink(missing_ok=True)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import pytest
 import pyvips
 
 from proxy.frame_scan import GifScan, WebpScan
-from proxy.guard import GuardLimits, ImageRejected, check_size, look
+from proxy.guard import GuardLimits, ImageRejected, _decode, check_size, look
 from proxy.image_kind import MORE, identify
 from tests.crafted_images import animation, png_header_bomb, sample, svg, tiff_bomb
 
@@ -130,3 +131,14 @@ def test_bytes_after_the_gif_trailer_are_not_frames() -> None:
     scan = GifScan()
     scan.feed(_gif([(10, 10)]) + _gif([(10, 10)] * 5)[13:])
     assert scan.frames == 1 and scan.done
+
+
+def test_a_decoded_copy_that_cannot_be_written_is_a_reason_not_to_store(tmp_path: Path) -> None:
+    """Decode mode decodes a coded body into a file beside it; when that file cannot be
+    written (a full disk; here its name leads into a directory that does not exist), the
+    image is not stored, and the fill does not crash."""
+    coded = tmp_path / "entry.tmp"
+    coded.write_bytes(gzip.compress(sample("gradient.jpg")))
+    assert _decode(str(coded), "gzip") == ""
+    (tmp_path / "entry.tmp.plain").symlink_to(tmp_path / "gone" / "plain")
+    assert _decode(str(coded), "gzip") == "image not decoded: No such file or directory"
