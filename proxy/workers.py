@@ -30,6 +30,8 @@ log = structlog.get_logger("pixcache.master")
 
 # A worker that dies sooner than this after its start is restarted only after a pause.
 CRASH_LOOP_SECONDS = 1.0
+# What the master passes on to its workers (SIGHUP) or stops them with (the others).
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def run(config: Config, store: Store) -> None:
@@ -49,8 +51,9 @@ def run(config: Config, store: Store) -> None:
 
 def _worker(config: Config, store: Store, index: int) -> None:
     structlog.contextvars.bind_contextvars(worker=index)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in MASTER_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)  # blocked by `spawn`
     try:
         uvloop.run(serve(config, store, reuse_port=True))
     except BaseException:  # noqa: BLE001 - report, then leave with a failure status
@@ -86,11 +89,21 @@ def run_workers(config: Config, store: Store) -> None:
     stopping = False
 
     def spawn(index: int) -> None:
-        sys.stdout.flush()
-        pid = os.fork()
-        if pid == 0:
-            _worker(config, store, index)
-        children[pid] = (index, time.monotonic())
+        """Start worker `index`, unless told to stop. The master's signals wait meanwhile:
+        one that came between the fork and the child's record would pass the child over
+        (and the master would wait for it forever), and the child must never run the
+        master's handlers."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            if stopping:
+                return
+            sys.stdout.flush()
+            pid = os.fork()
+            if pid == 0:
+                _worker(config, store, index)
+            children[pid] = (index, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -130,8 +143,6 @@ def run_workers(config: Config, store: Store) -> None:
             temp_files_swept=swept,
         )
         if time.monotonic() - started < CRASH_LOOP_SECONDS:
-            time.sleep(CRASH_LOOP_SECONDS)
-            if stopping:  # told to stop during the pause: a worker started now would be
-                continue  # signalled by nobody, and the master would wait for it forever
+            time.sleep(CRASH_LOOP_SECONDS)  # a stop meanwhile: `spawn` starts no worker
         spawn(index)
     log.info("master_stopped")

@@ -8,6 +8,8 @@ import fcntl
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import aiohttp
 
 from tests.fake_origin import pattern_bytes
 from tests.system.procs import (
+    REPO,
     free_port,
     start_origin,
     start_pixcache,
@@ -226,3 +229,45 @@ async def test_sigterm_during_the_pause_after_a_worker_died_young_stops_the_mast
     finally:
         stop(proc, signal.SIGKILL)
         stop(origin_proc)
+
+
+def _catches_master_signals(pid: int) -> bool:
+    """Whether `pid` has its handlers for SIGTERM and SIGHUP in place (the master sets
+    SIGHUP's last, just before it starts its workers)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(
+        next(line for line in status.splitlines() if line.startswith("SigCgt")).split()[1], 16
+    )
+    return all(caught >> (sig - 1) & 1 for sig in (signal.SIGTERM, signal.SIGHUP))
+
+
+async def test_sigterm_while_the_master_starts_its_workers_stops_every_process(
+    tmp_path: Path,
+) -> None:
+    """A SIGTERM that comes as the master forks its workers (an orchestrator restarting
+    it at once): every worker stops, and the master exits 0. Before, a worker forked just
+    then was signalled by nobody, and the master waited for it forever."""
+    loop = asyncio.get_running_loop()
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    for attempt in range(3):
+        proc = subprocess.Popen(  # noqa: ASYNC220 - a start that must not wait for its port
+            [sys.executable, "-m", "proxy", "serve", "--origin", f"file://{origin}"]
+            + ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+            + ["--cache-dir", str(tmp_path / "cache"), "--workers", "4"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(20):
+                while not _catches_master_signals(proc.pid):
+                    await asyncio.sleep(0)
+            proc.send_signal(signal.SIGTERM)
+            status = await loop.run_in_executor(None, proc.wait, 15)
+            assert status == 0, attempt
+        finally:
+            stop(proc, signal.SIGKILL)
