@@ -5,6 +5,7 @@ anything of that size ever being encoded."""
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
 import zlib
@@ -75,6 +76,7 @@ def svg(width: int, height: int, prolog: str = "") -> bytes:
     ).encode()
 
 
+@functools.cache  # the same animation serves several tests, and a noise GIF takes a second
 def animation(frames: int, side: int, *, noise: bool = False, fmt: str = ".gif") -> bytes:
     """An animated GIF or WebP of `frames` frames, side x side each. Noise frames
     compress badly, so each frame takes about side * side bytes."""
