@@ -7,7 +7,6 @@ Store.commit); only deliberately broken files are written by hand."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
 import os
@@ -79,13 +78,6 @@ def open_fds(root: Path) -> int:
     """Descriptors of files in the cache open in this process (others, such as sockets a
     collected object closes meanwhile, would make the count wander)."""
     return len(descriptors_into(root))
-
-
-@pytest.fixture(autouse=True)
-def earlier_garbage_collected() -> None:
-    """Descriptors that earlier tests in this process left to the garbage collector are
-    closed before a test counts descriptors, not while it counts them."""
-    gc.collect()
 
 
 def read_body(entry: OpenEntry) -> bytes:

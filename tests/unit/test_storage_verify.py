@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -84,13 +83,6 @@ def open_fds(root: Path) -> int:
     """Descriptors of files in the cache open in this process (others, such as sockets a
     collected object closes meanwhile, would make the count wander)."""
     return len(descriptors_into(root))
-
-
-@pytest.fixture(autouse=True)
-def earlier_garbage_collected() -> None:
-    """Descriptors that earlier tests in this process left to the garbage collector are
-    closed before a test counts descriptors, not while it counts them."""
-    gc.collect()
 
 
 # -- verify_entry ------------------------------------------------------------------------
