@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEY_VERSION = b"pixcache/1\0"
+# The first two hex digits of a key hash: the directory its files go in.
+SHARDS = tuple(f"{i:02x}" for i in range(256))
 
 
 def primary_key_hash(key: str) -> str:
@@ -73,8 +76,10 @@ class Layout:
         """Make every directory an entry can land in, so the commit never has to."""
         self.tmp.mkdir(parents=True, exist_ok=True)
         for top in (self.entries, self.bodies):
-            for i in range(256):
-                (top / f"{i:02x}").mkdir(parents=True, exist_ok=True)
+            top.mkdir(exist_ok=True)
+            for name in SHARDS:  # 512 of them at every start: plain strings, not Paths
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(f"{top}/{name}")
 
     def check_writable(self) -> None:
         """Raise OSError unless a file can be created and removed in the temp directory."""
