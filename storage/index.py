@@ -10,6 +10,7 @@ Every method here blocks; the store calls them on its one index thread."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,6 +38,25 @@ CREATE INDEX IF NOT EXISTS entries_by_expiry ON entries (expires);
 """
 
 
+# How long a connection waits for another process's lock before it gives up.
+BUSY_SECONDS = 30.0
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """PRAGMA journal_mode=WAL. While another worker switches a new index file to WAL,
+    SQLite answers SQLITE_BUSY at once, without waiting its busy timeout (workers started
+    together on a new cache directory): try again until that timeout has passed."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
+
+
 class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -45,8 +65,8 @@ class Index:
     def _conn(self) -> sqlite3.Connection:
         # Opened lazily, so that each worker process (and each thread) makes its own.
         if self._db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None)
+            _switch_to_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
             self._db = db
