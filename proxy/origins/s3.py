@@ -28,8 +28,6 @@ from urllib.parse import unquote_to_bytes
 
 import aiohttp
 import structlog
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -51,9 +49,9 @@ from proxy.config import Deadlines
 from proxy.errors import OriginTimeout, OriginUnavailable
 from proxy.origins.base import OriginResponse, text_response
 from proxy.origins.body_check import BodyLimits, checked_body
+from proxy.origins.s3_client import new_client
 from proxy.origins.s3_stages import (
     StageClock,
-    StagedSession,
     between_attempts,
     current_clock,
     stage_seconds,
@@ -63,9 +61,6 @@ from proxy.redact import describe
 log = structlog.get_logger("pixcache.origin")
 
 CHUNK = 256 * 1024
-KEEPALIVE_SECONDS = 4.0  # as for HTTP origins: shorter than the idle timeouts stores use
-# Attempts per fetch (the first and two retries); all of them share the total deadline.
-MAX_ATTEMPTS = 3
 MAX_KEY_BYTES = 1024  # S3's limit; a longer key cannot exist
 # Object headers passed on as S3 sent them (besides the ones built from parsed metadata).
 PASSED_HEADERS = ("Content-Encoding", "Content-Language", "Content-Disposition", "Expires")
@@ -178,32 +173,17 @@ class S3Origin:
         if self._client is None:
             async with self._client_lock:
                 if self._client is None:
-                    self._client = await self._exit.enter_async_context(self._new_client())
+                    self._client = await self._exit.enter_async_context(
+                        new_client(
+                            self.deadlines,
+                            endpoint_url=self.endpoint_url,
+                            region=self.region,
+                            addressing_style=self.addressing_style,
+                            ca_file=self.ca_file,
+                        )
+                    )
                     self._client.meta.events.register("response-received.s3.*", between_attempts)
         return self._client
-
-    def _new_client(self) -> Any:
-        d = self.deadlines
-        config = AioConfig(
-            http_session_cls=StagedSession,
-            connector_args={"keepalive_timeout": KEEPALIVE_SECONDS},
-            # Backstops only, past ours. aiohttp applies the connect one only to a TLS
-            # tunnel through an HTTP proxy; the read one to every socket read.
-            connect_timeout=d.connect + d.tls + 1,
-            read_timeout=max(d.headers, d.read) + 1,
-            retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-            s3={"addressing_style": self.addressing_style},
-            warm_up_loader_caches=True,
-            user_agent_extra="pixcache",
-        )
-        # Credentials and, unless configured, the region come from the standard AWS chain.
-        return get_session().create_client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            config=config,
-            verify=str(self.ca_file) if self.ca_file is not None else None,
-        )
 
     async def fetch(
         self,

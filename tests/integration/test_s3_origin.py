@@ -20,7 +20,8 @@ from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
 from proxy.config import Deadlines
-from proxy.origins.s3 import MAX_ATTEMPTS, S3Origin
+from proxy.origins.s3 import S3Origin
+from proxy.origins.s3_client import MAX_ATTEMPTS
 from tests.clock import FakeClock
 from tests.fake_origin import BlackholeServer, FakeOrigin, Obj, SilentTLSServer, pattern_bytes
 from tests.integration.conftest import MakeProxy, cache_status
