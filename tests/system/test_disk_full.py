@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fake_origin import pattern_bytes
+from tests.once_per_run import once_per_run
 from tests.system.disk_full_scenario import MIN_FREE, OBJECTS
 from tests.system.procs import REPO
 
@@ -30,7 +31,11 @@ def _expected(path: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def report(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, Any]:
+    return once_per_run("disk-full", tmp_path_factory, worker_id, lambda: _run(tmp_path_factory))
+
+
+def _run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     probe = subprocess.run(["unshare", "-Urm", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"no unprivileged mount namespace (unshare -Urm: {probe.stderr.strip()})")
