@@ -24,13 +24,17 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import trustme
 from aiohttp import web
 from multidict import CIMultiDict
 
 from tests.clock import FakeClock
+
+# trustme (and cryptography with it) is imported for a TLS origin only: otherwise it took
+# a tenth of a second of every start of the origin process.
+if TYPE_CHECKING:
+    import trustme
 
 HOST = "127.0.0.1"
 CHUNK_SIZE = 64 * 1024
@@ -198,7 +202,11 @@ class FakeOrigin:
         self.objects: dict[str, Obj] = {}
         self.hits: collections.Counter[str] = collections.Counter()
         self.requests: list[tuple[str, str, dict[str, str]]] = []
-        self._ca = trustme.CA() if tls else None
+        self._ca: trustme.CA | None = None
+        if tls:
+            import trustme
+
+            self._ca = trustme.CA()
         self._runner: web.ServerRunner | None = None
         self._port: int | None = None
 

@@ -7,11 +7,14 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+from tests.zygote import ZygoteProcess, start_python
+
 REPO = Path(__file__).resolve().parents[2]
+# What start_* return, and what tests start with subprocess.Popen themselves.
+Process = subprocess.Popen | ZygoteProcess
 
 
 def free_port(*other: int) -> int:
@@ -44,7 +47,7 @@ def _ephemeral_low() -> int:
 _EPHEMERAL_LOW = _ephemeral_low()
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+def wait_for_port(port: int, proc: Process, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -59,13 +62,13 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> Non
 
 def start_origin(
     objects: dict[str, tuple[int, int]], delay: float = 0.0, chunk_interval: float = 0.0
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[ZygoteProcess, str]:
     """The fake origin in its own process, serving pattern_bytes(size, seed) per path."""
-    args = [sys.executable, "-m", "tests.fake_origin", "--port", "0", "--delay", str(delay)]
+    args = ["tests.fake_origin", "--port", "0", "--delay", str(delay)]
     args += ["--chunk-interval", str(chunk_interval)]
     for path, (size, seed) in objects.items():
         args += ["--gen", f"{path}={size}:{seed}"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    proc = start_python(args, cwd=REPO, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("READY "):
@@ -81,14 +84,12 @@ def start_pixcache(
     *extra: str,
     log: Path | None = None,
     env: dict[str, str] | None = None,
-) -> subprocess.Popen:
+) -> ZygoteProcess:
     """`pixcache serve` in its own process group; JSON log lines go to `log` if given;
     `env` adds PIXCACHE_* variables (the flags given here win over them)."""
     out = log.open("ab") if log is not None else subprocess.DEVNULL
-    proc = subprocess.Popen(
+    proc = start_python(
         [
-            sys.executable,
-            "-m",
             "proxy",
             "serve",
             "--origin",
@@ -119,7 +120,10 @@ def start_pixcache(
     return proc
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+def stop(proc: Process, sig: int = signal.SIGTERM) -> None:
+    """Stop `proc` with `sig` and wait for it; SIGKILL goes to its whole process group (a
+    master and its workers), and returns once every process of the group is dead: the
+    descriptors and locks of a killed worker are let go only then, not when its master is."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
@@ -130,6 +134,26 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+    if sig == signal.SIGKILL:
+        deadline = time.monotonic() + 10
+        while _alive_in_group(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _alive_in_group(group: int) -> bool:
+    """Whether a process of process group `group` still runs (zombies hold nothing)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        state, _ppid, pgrp = stat.rpartition(")")[2].split()[:3]
+        if int(pgrp) == group and state != "Z":
+            return True
+    return False
 
 
 def children_of(pid: int) -> list[int]:
