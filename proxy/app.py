@@ -20,7 +20,7 @@ from proxy.backpressure import FillSlots
 from proxy.client_limits import ADMIN_MAX_CONNECTIONS, client_limits
 from proxy.config import Config, ConfigError
 from proxy.connections import LimitedRunner
-from proxy.fill import FillSettings
+from proxy.fill_head import FillSettings
 from proxy.fills import Fills
 from proxy.guard import Guard, GuardLimits
 from proxy.handler import Handler
@@ -146,7 +146,6 @@ def build_app(config: Config, store: Store, *, tracing: Tracing | None = None) -
         settings=settings,
         lock_wait=config.deadlines.total,
         slots=FillSlots(config.max_fills, config.fill_queue, config.max_rss, clock),
-        clock=clock,
     )
     metrics.describe_instance(
         metrics.InstanceFacts(

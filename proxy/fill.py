@@ -18,7 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy import metrics
 from proxy.errors import LengthMismatch, ProxyError
 from proxy.fill_body import FillBody
-from proxy.fill_head import FillHead, FillSettings, Stale
+from proxy.fill_head import FillHead, FillSettings
 from proxy.fill_state import FINAL, HEAD_KNOWN, JOINABLE, State, check_transition
 from proxy.observe import log_fill_error
 from proxy.origins.base import Origin, OriginResponse
@@ -26,13 +26,11 @@ from proxy.origins.body_check import BodyLimits
 from proxy.policy.conditional import validators_for
 from proxy.policy.ranges import as_complete
 from proxy.policy.storable import sharing_key
-from proxy.policy.transitions import Freshen, Unshare, freshened, on_response
+from proxy.policy.transitions import Freshen, freshened, on_response
 from proxy.policy.vary import vary_fields, vary_values
-from storage import SYSTEM_CLOCK, Clock, EntryMeta, KeyLock, StorageFault, Store, Writer
+from storage import SYSTEM_CLOCK, Clock, EntryMeta, KeyLock, OpenEntry, StorageFault, Store, Writer
 
 log = structlog.get_logger("pixcache.fill")
-
-__all__ = ["Fill", "FillHead", "FillSettings", "Stale", "State"]
 
 
 class Fill:
@@ -43,7 +41,7 @@ class Fill:
         request_headers: CIMultiDictProxy[str],
         fetch_headers: CIMultiDict[str],
         seen: tuple[int, int] | None = None,
-        stale: Stale | None = None,
+        stale: OpenEntry | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.key = key
@@ -52,7 +50,7 @@ class Fill:
         # Which requests may join it (RFC 9111 §3.5): those it turns away start a fill of
         # their own, which waits for the key's lock, then finds what this one stored.
         self.joining_key = sharing_key(coalesce_key, request_headers)
-        self.fetch_headers = fetch_headers
+        self.fetch_headers = fetch_headers  # the fill's own: validators are added to it
         # The identity of the entry the lookup saw (None: none), to tell a newer commit.
         self.seen = seen
         self.stale = stale  # the stored response it revalidates (RFC 9111 §4.3); owned here
@@ -68,9 +66,9 @@ class Fill:
         self._unread = False  # the last reader left a body that is not stored
         # Set while `run` runs (the key's lock is let go once nothing will commit).
         self._task: asyncio.Task[None] | None = None
-        self._writer: Writer | None = None
-        self._lock: KeyLock | None = None
-        self._detach: Callable[[], None] = lambda: None
+        self._writer: Writer
+        self._lock: KeyLock
+        self._detach: Callable[[], None]
         self._task_done = False
 
     def _to(self, state: State, error: ProxyError | None = None) -> None:
@@ -84,13 +82,12 @@ class Fill:
     # -- for the handler -----------------------------------------------------------------
     @property
     def joinable(self) -> bool:
-        """A late request can still be given the whole body from offset 0, and what it
-        fetched was not purged or invalidated meanwhile (a later request must not get it)."""
+        """JOINABLE, and not invalidated since it started (a later request must not get it)."""
         return self.state in JOINABLE and not self.invalidated
 
     def join(self) -> int:
-        """A reader joins (before or after the head arrived); give it back with `leave`."""
-        return self.body.join()
+        """A reader joins at offset 0, before or after the head; give it back with `leave`."""
+        return self.body.tail.join()
 
     async def wait_head(self) -> FillHead | None:
         """What the origin answered; None when another process committed the key while
@@ -135,9 +132,8 @@ class Fill:
         lock: KeyLock,
         detach: Callable[[], None],
     ) -> None:
-        """Fetch, then store or pass on. `detach` is called once the response turns out to
-        be the leader's alone: from then on the fill is no longer one of the fills in flight
-        (it takes no fill slot, and no request joins it)."""
+        """Fetch, then store or pass on; `detach` (Fills._run) once the response turns out
+        to be the leader's alone."""
         self._task, self._lock, self._detach = asyncio.current_task(), lock, detach
         self._to(State.FETCHING)
         # However the fill ends (stored, failed, cancelled), its temp file goes with it.
@@ -149,11 +145,9 @@ class Fill:
 
     async def _fetch(self, origin: Origin, store: Store, settings: FillSettings) -> None:
         request_time = self._now()
-        fetch_headers = self.fetch_headers
-        if self.stale is not None:
-            fetch_headers = CIMultiDict(fetch_headers)
-            fetch_headers.extend(validators_for(CIMultiDict(self.stale.meta.headers)))
-        response = await origin.fetch("GET", self.key, fetch_headers)
+        if self.stale is not None:  # RFC 9111 §4.3.1: ask conditionally
+            self.fetch_headers.extend(validators_for(CIMultiDict(self.stale.meta.headers)))
+        response = await origin.fetch("GET", self.key, self.fetch_headers)
         times = (request_time, self._now())
         complete = as_complete(response.status, response.headers, response.content_length)
         if complete is not None:  # RFC 9111 §3.4: a 206 of the whole is the 200 it is
@@ -181,14 +175,12 @@ class Fill:
         if settings.guard is not None and settings.guard.enabled:
             with settings.tracing.span("image.guard"):
                 body, problem, head.image = await settings.guard.judge(response)
-        if problem and head.shared:  # served, but a broken-looking image is never stored
-            head.stored, head.detail = False, "not-a-valid-image"
+        if head.shared and problem:  # served, but a broken-looking image is never stored
+            head.detail = "not-a-valid-image"
             log.warning("image_not_stored", key=self.key, reason=problem)
-        if isinstance(outcome, Unshare):  # to the leader alone, judged all the same
-            head.stored = False
-        elif head.stored:
+        elif head.shared:  # (an Unshare is not: it goes to its leader alone, judged all the same)
             head.detail = self._admit(store, response.content_length, settings.max_object_size)
-            head.stored = not head.detail
+        head.stored = head.shared and not head.detail  # `detail`: why a shared one is not
         self.head = head
         self.body.declared = response.content_length
         if head.stored:
@@ -199,10 +191,10 @@ class Fill:
             self._stop_storing(State.HANDED)
             self._detach()
         try:
-            await self._stream(body, response.content_length, settings, response.limits)
+            await self._stream(body, response.limits, settings.max_object_size)
         except ProxyError as exc:
             self.fail(exc)  # first: waiters learn it now, and nothing can cancel us after
-            self._writer_of().discard()  # now, not once the origin connection is closed
+            self._writer.discard()  # now, not once the origin connection is closed
             return await response.stop()
         except asyncio.CancelledError:
             if not self._unread or self._task is None:
@@ -214,14 +206,10 @@ class Fill:
             return await response.stop()  # the rest is never downloaded
         self.body.seal()
         if self.state is State.STORING:
-            await self._keep(response, head, settings, times)
+            await self._keep(head, settings, times)
             self._to(State.COMPLETE)
         else:
             self._to(State.PASSED)
-
-    def _writer_of(self) -> Writer:
-        assert self._writer is not None, "only while `run` runs"
-        return self._writer
 
     def _admit(self, store: Store, length: int | None, max_object_size: int | None) -> str:
         """Open the temp file if this response may be stored; else the reason it may not."""
@@ -229,27 +217,22 @@ class Fill:
             return "too-large"
         if not store.admits_new_entries():
             return "disk-low"
-        writer = self._writer_of()
         try:
-            writer.open()
+            self._writer.open()
         except StorageFault as fault:
             self._count_fault(fault)
             return fault.reason
-        self.body.read_fd = writer.dup_fd()
+        self.body.read_fd = self._writer.dup_fd()
         return ""
 
     async def _stream(
-        self,
-        body: AsyncIterator[bytes],
-        declared: int | None,
-        settings: FillSettings,
-        limits: BodyLimits | None,
+        self, body: AsyncIterator[bytes], limits: BodyLimits | None, max_object_size: int | None
     ) -> None:
         """The body into the temp file (or the tail), exactly `declared` bytes of it when
         a length was declared: a byte past it, or an end short of it, fails the fill, so no
         adapter can have a wrong-length body stored or sent as complete (invariant 2)."""
-        max_object_size = settings.max_object_size
-        writer = self._writer_of()
+        declared = self.body.declared  # the length readers hold its last byte back for
+        writer = self._writer
         received = 0
         async for chunk in body:
             received += len(chunk)
@@ -262,7 +245,8 @@ class Fill:
                     self._count_fault(fault)
                     self._stop_storing()
                 else:
-                    self.body.grew_to(writer.written)
+                    self.body.file_bytes = writer.written
+                    self.body.notify()
                     if max_object_size is not None and writer.written > max_object_size:
                         self._stop_storing()
                     continue
@@ -284,10 +268,9 @@ class Fill:
     def _stop_storing(self, state: State = State.PASSING) -> None:
         """Keep serving this body to its readers, from memory past what the file holds."""
         self.body.tail.start(self.body.file_bytes)
-        self._writer_of().discard()  # readers keep `read_fd`, so the bytes stay readable
+        self._writer.discard()  # readers keep `read_fd`, so the bytes stay readable
         self._to(state)
-        if self._lock is not None:
-            self._lock.release()  # nothing will be committed: other processes need not wait
+        self._lock.release()  # nothing will be committed: other processes need not wait
 
     def _count_fault(self, fault: StorageFault) -> None:
         metrics.STORAGE_ERRORS.labels(fault.kind).inc()
@@ -296,18 +279,14 @@ class Fill:
         )
 
     async def _keep(
-        self,
-        response: OriginResponse,
-        head: FillHead,
-        settings: FillSettings,
-        times: tuple[float, float],
+        self, head: FillHead, settings: FillSettings, times: tuple[float, float]
     ) -> None:
         """The whole body is in the temp file: commit it, unless the image does not decode
         or the URL was invalidated meanwhile (then `run`'s writer removes it)."""
-        writer = self._writer_of()
+        writer = self._writer
         if settings.guard is not None and settings.guard.decodes and head.image:
             with settings.tracing.span("image.decode"):
-                problem = await settings.guard.decodes_whole(writer.path, response.headers)
+                problem = await settings.guard.decodes_whole(writer.path, head.headers)
             if problem:  # decode mode: a truncated or broken image is never stored
                 metrics.GUARD_REJECTIONS.labels("decode").inc()
                 log.warning("image_not_stored", key=self.key, reason=problem)
@@ -316,8 +295,8 @@ class Fill:
             return
         meta = EntryMeta(
             key=self.key,
-            status=response.status,
-            headers=list(response.headers.items()),
+            status=head.status,
+            headers=list(head.headers.items()),
             request_time=times[0],
             response_time=times[1],
             body_length=writer.written,
@@ -350,7 +329,7 @@ class Fill:
             self.request_headers,
             settings.policy,
         )
-        head = FillHead(
+        self.head = FillHead(  # read once the fill is COMPLETE, below
             old.status,
             CIMultiDictProxy(CIMultiDict(headers)),
             old.body_length,
@@ -374,7 +353,6 @@ class Fill:
                 log.warning("refresh_failed", key=self.key, error=repr(exc))
         self.body.read_fd = os.dup(self.stale.fd)
         self.body.file_bytes = old.body_length
-        self.head = head
         self._to(State.COMPLETE)
 
     def fail(self, exc: ProxyError) -> None:
@@ -394,7 +372,9 @@ class Fill:
     def release_files(self) -> None:
         """Close what the fill holds open: once its task ended and its last reader left, or
         at once if it never started (its key's fill was in flight, or no fill may start)."""
-        self.body.release()
+        if self.body.read_fd is not None:  # the fill opened it (`_admit`, `_freshen`)
+            os.close(self.body.read_fd)
+            self.body.read_fd = None
         if self.stale is not None:
             os.close(self.stale.fd)
             self.stale = None

@@ -1,8 +1,8 @@
 """A fill's body as its readers see it: the bytes in its temp file, then, if the fill had
 to stop storing, the bytes in its bounded in-memory tail (proxy/tail.py).
 
-The fill is the only writer (`grew_to`, `notify`, `end`); each reader takes the body with
-`read`, which yields what has arrived and waits for more until the fill ends it."""
+The fill is the only writer (the fields, `notify`, `seal`, `end`); each reader takes the
+body with `read`, which yields what has arrived and waits for more until the fill ends it."""
 
 from __future__ import annotations
 
@@ -40,10 +40,6 @@ class FillBody:
         self._progress = asyncio.Event()
 
     # -- for the fill --------------------------------------------------------------------
-    def grew_to(self, file_bytes: int) -> None:
-        self.file_bytes = file_bytes
-        self.notify()
-
     def notify(self) -> None:
         event, self._progress = self._progress, asyncio.Event()
         event.set()
@@ -58,17 +54,7 @@ class FillBody:
         self.ended = True
         self.notify()
 
-    def release(self) -> None:
-        """The last reader is gone and the fill has ended."""
-        if self.read_fd is not None:
-            os.close(self.read_fd)
-            self.read_fd = None
-
     # -- for readers ---------------------------------------------------------------------
-    def join(self) -> int:
-        """A reader joins at offset 0; returns its id for `read` and `leave`."""
-        return self.tail.join()
-
     async def read(
         self, reader: int, first: int = 0, end: int | None = None
     ) -> AsyncIterator[FileSpan | bytes]:

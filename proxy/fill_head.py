@@ -1,5 +1,5 @@
-"""The small values a fill shares with the handler: what the origin answered (FillHead),
-what every fill obeys (FillSettings) and what it revalidates (Stale)."""
+"""The small values a fill shares with the handler: what the origin answered (FillHead)
+and what every fill obeys (FillSettings)."""
 
 from __future__ import annotations
 
@@ -11,25 +11,14 @@ from proxy.guard import Guard
 from proxy.policy.storable import Verdict
 from proxy.policy.transitions import DEFAULT_POLICY, PolicyOptions
 from proxy.tracing import NO_TRACING, Tracing
-from storage import EntryMeta
 
 
 @dataclass(frozen=True)
 class FillSettings:
-    """What every fill of this instance obeys, from the configuration."""
-
     max_object_size: int | None = None
     guard: Guard | None = None
     policy: PolicyOptions = DEFAULT_POLICY  # what the caching rules read
     tracing: Tracing = NO_TRACING  # spans of each fill's steps (proxy/tracing)
-
-
-@dataclass
-class Stale:
-    """A stored response to revalidate: a descriptor of its file (owned by the fill)."""
-
-    fd: int
-    meta: EntryMeta
 
 
 @dataclass

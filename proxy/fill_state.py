@@ -1,11 +1,7 @@
-"""The states of a fill and every transition between them, in one table.
-
-A fill is owned by one coroutine (`Fill.run`, started by proxy/fills.py) from QUEUED to
-a final state; every change of state goes through `check_transition`, so a fill can only
-move along the edges of TRANSITIONS. Readers never look at the state: they read the body
-through proxy/fill_body.py, and the handler waits for the head with `Fill.wait_head`. The
-states are drawn, with the request path around them, in docs/architecture.md.
-"""
+"""The states of a fill and every transition between them, in one table (drawn in
+docs/architecture.md): only the fill's own task moves it, and only along TRANSITIONS
+(`check_transition`). Readers never look at the state: they read the body
+(proxy/fill_body.py) once `Fill.wait_head` returned."""
 
 from __future__ import annotations
 
@@ -51,12 +47,8 @@ JOINABLE = frozenset(
 )
 
 
-class InvalidTransition(RuntimeError):
-    pass
-
-
 def check_transition(current: State, new: State) -> State:
-    """`new`, if the table allows moving there from `current`; else InvalidTransition."""
+    """`new`, if the table allows moving there from `current`; else RuntimeError (a bug)."""
     if new not in TRANSITIONS[current]:
-        raise InvalidTransition(f"fill cannot go from {current.value} to {new.value}")
+        raise RuntimeError(f"fill cannot go from {current.value} to {new.value}")
     return new

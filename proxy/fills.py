@@ -15,10 +15,11 @@ import structlog
 from proxy import metrics
 from proxy.backpressure import FillSlots
 from proxy.errors import InternalError
-from proxy.fill import Fill, FillSettings
+from proxy.fill import Fill
+from proxy.fill_head import FillSettings
 from proxy.origins.base import Origin
 from proxy.redact import describe
-from storage import SYSTEM_CLOCK, Clock, Store
+from storage import Store
 
 log = structlog.get_logger("pixcache.fill")
 
@@ -31,20 +32,18 @@ class Fills:
         *,
         settings: FillSettings,
         lock_wait: float,
-        slots: FillSlots | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        slots: FillSlots,
     ) -> None:
         self.origin = origin
-        self.clock = clock
         self.store = store
         self.settings = settings
         # How long a fill waits for another process's fill of the same key before it
         # fetches anyway: availability wins over deduplication past the origin deadline.
         self.lock_wait = lock_wait
         self.in_flight: dict[str, Fill] = {}
-        self.slots = FillSlots(clock=clock) if slots is None else slots
+        self.slots = slots
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running = 0  # fills started and not ended or detached yet
+        self.running = 0  # fills started and not ended or detached yet, queued ones included
 
     def join_or_start(self, fill: Fill) -> tuple[Fill, bool, int]:
         """The fill in flight for fill.coalesce_key, or `fill` started now.
@@ -67,46 +66,38 @@ class Fills:
         except BaseException:  # Overloaded, or /proc unreadable for --max-rss
             fill.release_files()
             raise
-        self._running += 1
+        self.running += 1
         metrics.FILLS_IN_FLIGHT.inc()
-        reader = fill.join()
         self.in_flight[fill.joining_key] = fill
         with self.settings.tracing.fill_started(fill):  # the task runs in the fill's span
             task = asyncio.get_running_loop().create_task(self._run(fill))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return fill, True, reader
-
-    @property
-    def running(self) -> int:
-        """Fills started and not ended yet (waiting for a slot or a key's lock included)."""
-        return self._running
+        return fill, True, fill.join()
 
     async def _run(self, fill: Fill) -> None:
         lock = self.store.key_lock(fill.coalesce_key)
-        tracing = self.settings.tracing
         has_slot, attached = False, True
 
         def detach() -> None:
             """The fill stops counting as in flight (at its end, or once its response is
             the leader's alone): its slot goes to the next fill, no request joins it."""
-            nonlocal has_slot, attached
-            if has_slot:
-                self.slots.release()
-                has_slot = False
+            nonlocal attached
             if attached:
                 attached = False
-                self._running -= 1
+                if has_slot:
+                    self.slots.release()
+                self.running -= 1
                 metrics.FILLS_IN_FLIGHT.dec()
                 if self.in_flight.get(fill.joining_key) is fill:
                     del self.in_flight[fill.joining_key]
 
         try:
-            with tracing.span("cache.fill_slot"):
+            with self.settings.tracing.span("cache.fill_slot"):
                 await self.slots.take()  # waits in the queue while every slot is taken
             has_slot = True
-            with tracing.span("cache.lock_wait") as span:
-                waited = await lock.acquire(self.lock_wait, self.clock)
+            with self.settings.tracing.span("cache.lock_wait") as span:
+                waited = await lock.acquire(self.lock_wait, self.store.clock)
                 span.set_attribute("pixcache.lock.waited", waited)
             if waited and not lock.held:
                 log.warning("key_lock_wait_expired", waited=self.lock_wait)
@@ -120,7 +111,7 @@ class Fills:
             detach()
             lock.release()
             fill.close()
-            tracing.fill_ended(fill)
+            self.settings.tracing.fill_ended(fill)
 
     def invalidate(self, predicate: Callable[[Fill], bool]) -> None:
         """A purge, or RFC 9111 §4.4's invalidation by an unsafe method: fills in flight

@@ -16,17 +16,13 @@ from multidict import CIMultiDict
 
 from proxy.errors import NotCached as NotCachedError
 from proxy.errors import Overloaded, ProxyError
-from proxy.fill import Fill, FillHead, Stale
+from proxy.fill import Fill
+from proxy.fill_head import FillHead
 from proxy.fills import Fills
 from proxy.hot import HotHits
 from proxy.observe import PENDING_KEY, Served, record_request
 from proxy.origins.base import Origin
-from proxy.passthrough import (
-    forwarded_headers,
-    relay_response,
-    send_error,
-    send_internal_error,
-)
+from proxy.passthrough import forwarded_headers, relay_response, send_error, send_internal_error
 from proxy.policy.cache_status import CacheStatus
 from proxy.policy.conditional import NOT_FORWARDED_ON_FILL
 from proxy.policy.freshness import Timing, current_age
@@ -241,7 +237,9 @@ class Handler:
         seen = entry.identity if entry is not None else None
         stale = None
         if entry is not None and has_validators(CIMultiDict(entry.meta.headers)):
-            stale = Stale(os.dup(entry.fd), entry.meta)  # RFC 9111 §4.3.1: validate it
+            # RFC 9111 §4.3.1: validate it, on a descriptor of the fill's own (it may outlive
+            # this request), without the body bytes the lookup may have read
+            stale = replace(entry, fd=os.dup(entry.fd), checked=None)
         return Fill(
             key, found.coalesce_key, request.headers, fetch_headers, seen, stale, clock=self.clock
         )
