@@ -83,3 +83,11 @@ class Overloaded(ProxyError):
     status = 503
     event = "overloaded"
     retry_after = 1
+
+
+class ImageRejected(ProxyError):
+    """Over a limit, or not judged within the look-ahead: 422, with the reason; nothing
+    stored, the rest never downloaded."""
+
+    status = 422
+    event = "image_rejected"

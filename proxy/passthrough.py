@@ -8,8 +8,8 @@ from http import HTTPStatus
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.content_coding import readable_codings
 from proxy.errors import InternalError, Overloaded, ProxyError
-from proxy.guard import readable_codings
 from proxy.observe import Served, request_id
 from proxy.origins.base import OriginResponse
 from proxy.policy.cache_status import CacheStatus
