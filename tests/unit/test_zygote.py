@@ -18,6 +18,11 @@ from tests.zygote import start_python
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def zygote_even_when_exec_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIXCACHE_TESTS_EXEC", raising=False)
+
+
 def _report(proc) -> dict:  # noqa: ANN001 - a ZygoteProcess
     return json.loads(proc.stdout.readline())
 
