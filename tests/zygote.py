@@ -18,6 +18,7 @@ subprocess.Popen as the tests use."""
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import os
 import runpy
@@ -40,12 +41,19 @@ PRELOAD = ("aiohttp", "aiohttp.web", "multidict", "uvloop", "structlog", "proxy.
 class ZygoteProcess:
     """A started process, as subprocess.Popen presents one."""
 
-    def __init__(self, zygote: _Zygote, pid: int, args: list[str], stdout: IO[str] | None):
+    def __init__(
+        self,
+        zygote: _Zygote,
+        pid: int,
+        args: list[str],
+        stdout: IO[str] | None,
+        stderr: IO[str] | None,
+    ) -> None:
         self._zygote = zygote
         self.pid = pid
         self.args = args
         self.stdout = stdout
-        self.stderr = None
+        self.stderr = stderr
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -98,24 +106,28 @@ class _Zygote:
         cwd: Path,
         env: dict[str, str],
         stdout: int | IO[Any] | None,
+        stderr: int | IO[Any] | None,
         start_new_session: bool,
     ) -> ZygoteProcess:
-        reader = None
         stdin = os.open(os.devnull, os.O_RDONLY)
         opened = [stdin]
-        if stdout == subprocess.PIPE:
-            read_end, write_end = os.pipe()
-            reader = os.fdopen(read_end, "r")
-            opened.append(write_end)
-            out = write_end
-        elif stdout == subprocess.DEVNULL:
-            out = os.open(os.devnull, os.O_WRONLY)
-            opened.append(out)
-        elif stdout is None:
-            out = 1  # the test process's own, as Popen's child inherits it
-        else:
-            out = stdout.fileno()  # type: ignore[union-attr]
-        streams = [stdin, out, 2]
+        readers: list[IO[str] | None] = []
+        streams = [stdin]
+        for target, wanted in ((1, stdout), (2, stderr)):
+            reader = None
+            if wanted == subprocess.PIPE:
+                read_end, fd = os.pipe()
+                reader = os.fdopen(read_end, "r")
+                opened.append(fd)
+            elif wanted == subprocess.DEVNULL:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                opened.append(fd)
+            elif wanted is None:
+                fd = target  # the test process's own, as Popen's child inherits it
+            else:
+                fd = wanted.fileno()  # type: ignore[union-attr]
+            streams.append(fd)
+            readers.append(reader)
         job = {
             "args": module_args,
             "cwd": str(cwd),
@@ -131,7 +143,8 @@ class _Zygote:
                 os.close(fd)
         if "pid" not in reply:
             raise RuntimeError(f"the zygote could not start {module_args}: {reply}")
-        return ZygoteProcess(self, reply["pid"], [sys.executable, "-m", *module_args], reader)
+        args = [sys.executable, "-m", *module_args]
+        return ZygoteProcess(self, reply["pid"], args, *readers)
 
     def exit_code(self, pid: int, timeout: float | None) -> int | None:
         """The exit code of `pid` (negative: the signal that ended it), once it ended
@@ -187,6 +200,7 @@ def start_python(
     cwd: Path,
     env: dict[str, str] | None = None,
     stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
     start_new_session: bool = False,
 ) -> ZygoteProcess:
     """What subprocess.Popen([sys.executable, "-m", *module_args], ...) would start, with
@@ -198,6 +212,7 @@ def start_python(
             cwd=cwd,
             env=env,
             stdout=stdout,
+            stderr=stderr,
             text=True,
             start_new_session=start_new_session,
         )
@@ -210,8 +225,42 @@ def start_python(
         cwd=cwd,
         env=dict(os.environ if env is None else env),
         stdout=stdout,
+        stderr=stderr,
         start_new_session=start_new_session,
     )
+
+
+def run_python(
+    module_args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """What subprocess.run([sys.executable, "-m", *module_args], capture_output=True,
+    text=True, timeout=timeout) returns; past `timeout` the process is killed and
+    subprocess.TimeoutExpired raised, as there."""
+    pipe = subprocess.PIPE
+    proc = start_python(module_args, cwd=cwd, env=env, stdout=pipe, stderr=pipe)
+    deadline = time.monotonic() + timeout
+    streams = {proc.stdout: [], proc.stderr: []}
+    with selectors.DefaultSelector() as selector:
+        for stream in streams:
+            selector.register(stream, selectors.EVENT_READ)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(proc.args, timeout)
+            for key, _ in selector.select(left):
+                data = os.read(key.fd, 65536)
+                if data:
+                    streams[key.fileobj].append(data)
+                else:
+                    selector.unregister(key.fileobj)
+    for stream in streams:
+        stream.close()  # type: ignore[union-attr]
+    code = proc.wait(max(0.0, deadline - time.monotonic()) + 10)
+    # As text=True reads them: the locale's encoding, universal newlines.
+    out, err = (io.TextIOWrapper(io.BytesIO(b"".join(c))).read() for c in streams.values())
+    return subprocess.CompletedProcess(proc.args, code, out, err)
 
 
 # -- the zygote itself -------------------------------------------------------------------

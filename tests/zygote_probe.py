@@ -13,6 +13,7 @@ report = {
     "name": __name__,
 }
 print(json.dumps(report), flush=True)
+print("and a line\r\nfor stderr", file=sys.stderr)
 if sys.argv[1:2] == ["wait"]:
     sys.stdin.read()  # /dev/null: returns at once; then sleep until signalled
     import time

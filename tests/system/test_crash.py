@@ -7,8 +7,6 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -18,12 +16,14 @@ from storage.remove import remove_entry
 from tests.commits import settled
 from tests.fake_origin import pattern_bytes
 from tests.system.procs import (
+    REPO,
     free_port,
     start_origin,
     start_pixcache,
     stop,
     wait_for_children,
 )
+from tests.zygote import run_python
 
 OBJECTS = {f"/big{i}.jpg": (8 * 1024 * 1024 + i * 4099, i) for i in range(6)}
 ROUNDS = 4
@@ -149,10 +149,5 @@ async def test_fifty_rounds_of_sigkill_with_two_workers_serve_no_wrong_body(
     finally:
         stop(proc)
         stop(origin_proc)
-    verify = subprocess.run(  # noqa: ASYNC221 - everything else has stopped
-        [sys.executable, "-m", "proxy", "verify", "--cache-dir", str(cache_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    verify = run_python(["proxy", "verify", "--cache-dir", str(cache_dir)], cwd=REPO, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr

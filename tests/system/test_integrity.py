@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 
 from tests.commits import settled
 from tests.fake_origin import pattern_bytes
-from tests.system.procs import free_port, start_origin, start_pixcache, stop
+from tests.system.procs import REPO, free_port, start_origin, start_pixcache, stop
+from tests.zygote import run_python
 
 SIZE, SEED = 300_000, 77
 
 
 def _verify(cache_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "proxy", "verify", "--cache-dir", str(cache_dir), *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_python(
+        ["proxy", "verify", "--cache-dir", str(cache_dir), *extra], cwd=REPO, timeout=60
     )
 
 

@@ -12,8 +12,6 @@ import base64
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from tests.system.procs import (
     wait_for_children,
     wait_for_port,
 )
+from tests.zygote import run_python
 
 TOKEN = "source-purge-token-0123"
 SOURCE = "https://images.example.com/photos/cat.jpg?v=2"
@@ -180,15 +179,7 @@ async def test_entry_the_index_lost_is_purged_and_the_cli_purges_by_source(
             db.execute("DELETE FROM entry_paths")
         env = {**os.environ, "PIXCACHE_ADMIN_TOKEN": TOKEN}
         args = ["purge", "--source", SOURCE, "--instances", inst.admin.removeprefix("http://")]
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "proxy", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = await asyncio.to_thread(run_python, ["proxy", *args], cwd=REPO, env=env, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f'"purged": {len(derivatives)}' in done.stdout
         for path in derivatives:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.image_service_origin import ImageService, body_for
 from tests.system.procs import REPO, free_port, start_pixcache, stop, wait_for_port
+from tests.zygote import run_python
 
 TOKEN = "warm-up-admin-token-0123"
 
@@ -49,11 +50,9 @@ class Instance:
         listing = self.tmp_path / "warm.txt"
         listing.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "PIXCACHE_ADMIN_TOKEN": TOKEN}
-        command = [sys.executable, "-m", "proxy", "warm", str(listing), *args]
+        command = ["proxy", "warm", str(listing), *args]
         command += ["--instances", f"127.0.0.1:{self.admin_port}"]
-        return await asyncio.to_thread(
-            subprocess.run, command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-        )
+        return await asyncio.to_thread(run_python, command, cwd=REPO, env=env, timeout=120)
 
     async def purge_soft(self, path: str) -> None:
         url = f"http://127.0.0.1:{self.admin_port}/purge"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.zygote import start_python
+from tests.zygote import run_python, start_python
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,3 +71,15 @@ def test_poll_sees_an_exit_without_waiting() -> None:
     while proc.poll() is None and time.monotonic() < deadline:  # poll returns at once
         pass
     assert proc.returncode == 5
+
+
+def test_run_python_captures_both_streams_as_text_and_the_exit_code(tmp_path: Path) -> None:
+    done = run_python(["tests.zygote_probe", "7"], cwd=tmp_path, timeout=30)
+    assert done.returncode == 7
+    assert json.loads(done.stdout)["cwd"] == str(tmp_path)
+    assert done.stderr == "and a line\nfor stderr\n"
+
+
+def test_run_python_kills_what_outlives_its_timeout() -> None:
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_python(["tests.zygote_probe", "wait"], cwd=REPO, timeout=0.5)
