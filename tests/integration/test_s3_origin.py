@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
-import requests
 from aiohttp import web
-from moto.server import ThreadedMotoServer
 from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
@@ -101,8 +98,12 @@ class CountingForwarder:
             return response
 
 
+# moto, boto3 and requests are imported by the fixtures that use them: a quarter of a
+# second of every pytest worker's collection otherwise, used by the one that runs these.
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
     server = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -126,6 +127,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def s3(moto_url: str, aws_env: None) -> Any:
     """A boto3 client straight to the S3 server (not counted), with an empty bucket."""
+    import boto3
+    import requests
+
     client = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
     requests.post(f"{moto_url}/moto-api/reset", timeout=10)
     client.create_bucket(Bucket=BUCKET)
@@ -341,6 +345,9 @@ async def test_missing_bucket_is_a_502_that_says_so(
 @pytest.fixture
 def iam_enforced(moto_url: str, s3: Any) -> Iterator[dict[str, str]]:
     """Keys of an IAM user without any permission, with moto checking every request."""
+    import boto3
+    import requests
+
     iam = boto3.client("iam", endpoint_url=moto_url, region_name="us-east-1")
     iam.create_user(UserName="nobody")
     key = iam.create_access_key(UserName="nobody")["AccessKey"]
