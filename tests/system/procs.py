@@ -141,39 +141,21 @@ def stop(proc: Process, sig: int = signal.SIGTERM) -> None:
 
 
 def _alive_in_group(group: int) -> bool:
-    """Whether a process of process group `group` still runs (zombies hold nothing)."""
+    """Whether a process of process group `group` still runs. Every thread counts: a
+    process's descriptors (and the locks they hold) are let go when its last thread exits,
+    which can be after its first thread shows as a zombie."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
+            tasks = [
+                Path(task.path, "stat").read_text() for task in os.scandir(f"{entry.path}/task")
+            ]
         except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
-        state, _ppid, pgrp = stat.rpartition(")")[2].split()[:3]
-        if int(pgrp) == group and state != "Z":
-            return True
+            continue  # gone meanwhile
+        for stat in tasks:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+            state, _ppid, pgrp = stat.rpartition(")")[2].split()[:3]
+            if int(pgrp) == group and state not in ("Z", "X"):
+                return True
     return False
-
-
-def children_of(pid: int) -> list[int]:
-    """The child processes of `pid` (the workers of a pixcache master)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found += [int(child) for child in text]
-    return found
-
-
-def wait_for_children(
-    pid: int, count: int, timeout: float = 20, *, replacing: list[int] = ()
-) -> list[int]:
-    """Wait until `pid` has `count` children, none of them in `replacing` (killed ones
-    linger as zombies until the master reaps them)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        kids = children_of(pid)
-        if len(kids) == count and not set(kids) & set(replacing):
-            return kids
-        time.sleep(0.05)
-    raise TimeoutError(f"{pid} does not have {count} children")
