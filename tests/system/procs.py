@@ -159,3 +159,26 @@ def _alive_in_group(group: int) -> bool:
             if int(pgrp) == group and state not in ("Z", "X"):
                 return True
     return False
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of `pid` (the workers of a pixcache master)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found += [int(child) for child in text]
+    return found
+
+
+def wait_for_children(
+    pid: int, count: int, timeout: float = 20, *, replacing: list[int] = ()
+) -> list[int]:
+    """Wait until `pid` has `count` children, none of them in `replacing` (killed ones
+    linger as zombies until the master reaps them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = children_of(pid)
+        if len(kids) == count and not set(kids) & set(replacing):
+            return kids
+        time.sleep(0.05)
+    raise TimeoutError(f"{pid} does not have {count} children")
