@@ -329,7 +329,7 @@ class Fill:
             self.request_headers,
             settings.policy,
         )
-        self.head = FillHead(  # read once the fill is COMPLETE, below
+        head = FillHead(
             old.status,
             CIMultiDictProxy(CIMultiDict(headers)),
             old.body_length,
@@ -353,6 +353,7 @@ class Fill:
                 log.warning("refresh_failed", key=self.key, error=repr(exc))
         self.body.read_fd = os.dup(self.stale.fd)
         self.body.file_bytes = old.body_length
+        self.head = head  # only now: a failure before this must not look like a head
         self._to(State.COMPLETE)
 
     def fail(self, exc: ProxyError) -> None:

@@ -53,11 +53,7 @@ class Fills:
         current = self.in_flight.get(fill.joining_key)
         # A purge taken since the fill started (in any worker) may cover what it fetched:
         # the commit will check; a request that comes now starts its own fill instead.
-        if (
-            current is not None
-            and current.joinable
-            and not self.store.purged_after(current.started)
-        ):
+        if current and current.joinable and not self.store.purged_after(current.started):
             self.settings.tracing.fill_joined(current)
             fill.release_files()
             return current, False, current.join()

@@ -28,6 +28,6 @@ def once_per_run(
         done = root / f"{name}.json"
         if done.exists():
             return json.loads(done.read_text())
-        result = make()
-        done.write_text(json.dumps(result))
-        return result
+        text = json.dumps(make())
+        done.write_text(text)
+        return json.loads(text)  # what the others read, to the last detail

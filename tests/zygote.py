@@ -11,13 +11,17 @@ closed; the module run as __main__, and the interpreter's normal exit after it.
 
 What the zygote imports is read at import from nothing a test sets (prometheus-client,
 which reads its multiprocess directory from the environment at import, is left out, as
-pixcache itself imports it only once configured). The child is not the test process's
+pixcache itself imports it only once configured). What a child takes from the zygote's start
+rather than its own: the interpreter's PYTHON* options, aiohttp's default SSL contexts
+(SSL_CERT_FILE), the umask and resource limits, sys.orig_argv; tests that set any of these
+start a fresh interpreter themselves. The child is not the test process's
 child, so its exit status travels from the zygote, and `ZygoteProcess` answers as much of
 subprocess.Popen as the tests use."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import json
 import os
@@ -83,7 +87,8 @@ class _Zygote:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.zygote", str(theirs.fileno())],
+            # As a script: the package `tests` stays unimported, as in a fresh interpreter.
+            [sys.executable, str(Path(__file__).resolve()), str(theirs.fileno())],
             cwd=Path(__file__).resolve().parents[1],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
@@ -93,7 +98,6 @@ class _Zygote:
         self.owner = os.getpid()  # a forked test process needs a zygote of its own
         self._lock = threading.Lock()
         self._exits: dict[int, int] = {}
-        self._pids: list[int] = []
         ready = self._receive(60)
         if ready != {"ready": True}:
             raise RuntimeError(f"the zygote did not start: {ready}")
@@ -138,6 +142,14 @@ class _Zygote:
             with self._lock:
                 socket.send_fds(self._sock, [json.dumps(job).encode()], streams)
                 reply = self._receive_reply()
+                # A pid is used again once its process was reaped: the exit of an earlier
+                # process of this pid is not this one's (none of its own can be in yet).
+                self._exits.pop(reply.get("pid", 0), None)
+        except BaseException:
+            for reader in readers:
+                if reader is not None:
+                    reader.close()
+            raise
         finally:
             for fd in opened:
                 os.close(fd)
@@ -157,7 +169,7 @@ class _Zygote:
                 if message is None:
                     return None
                 self._note(message)
-            return os.waitstatus_to_exitcode(self._exits[pid])
+            return os.waitstatus_to_exitcode(self._exits.pop(pid))  # kept by the caller
 
     def _receive_reply(self) -> dict[str, Any]:
         while True:
@@ -248,6 +260,8 @@ def run_python(
             if left <= 0:
                 proc.kill()
                 proc.wait()
+                for stream in streams:
+                    stream.close()  # type: ignore[union-attr]
                 raise subprocess.TimeoutExpired(proc.args, timeout)
             for key, _ in selector.select(left):
                 data = os.read(key.fd, 65536)
@@ -268,6 +282,7 @@ def _serve(sock: socket.socket) -> dict[str, Any] | None:
     """Fork a child per request; report exits. Returns the job in a child, None at the end."""
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
+    os.set_blocking(wake_read, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     selector = selectors.DefaultSelector()
@@ -286,6 +301,7 @@ def _serve(sock: socket.socket) -> dict[str, Any] | None:
                 pid = os.fork()
                 if pid == 0:
                     selector.close()
+                    sock.close()  # its object must not close a reused descriptor later
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     job["fds"] = fds
@@ -294,8 +310,9 @@ def _serve(sock: socket.socket) -> dict[str, Any] | None:
                     os.close(fd)
                 sock.send(json.dumps({"pid": pid}).encode())
             else:
-                while os.read(wake_read, 512) == 512:
-                    pass
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_read, 512):
+                        pass
             _reap(sock)
 
 
@@ -327,6 +344,9 @@ def _become(job: dict[str, Any]) -> None:
     os.chdir(job["cwd"])
     os.environ.clear()
     os.environ.update(job["env"])
+    # Where `python -m` looks for modules: the working directory, then PYTHONPATH.
+    extra = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[0:1] = [os.getcwd(), *(p for p in extra if p not in sys.path)]
     module, *args = job["args"]
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -136,7 +136,9 @@ def stop(proc: Process, sig: int = signal.SIGTERM) -> None:
         proc.wait(10)
     if sig == signal.SIGKILL:
         deadline = time.monotonic() + 10
-        while _alive_in_group(proc.pid) and time.monotonic() < deadline:
+        while _alive_in_group(proc.pid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"process group {proc.pid} still runs 10 s after SIGKILL")
             time.sleep(0.01)
 
 

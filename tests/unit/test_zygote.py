@@ -30,7 +30,7 @@ def _report(proc) -> dict:  # noqa: ANN001 - a ZygoteProcess
 def test_a_child_runs_its_module_as_main_with_its_own_arguments_place_and_environment(
     tmp_path: Path,
 ) -> None:
-    env = dict(os.environ, ZYGOTE_PROBE="here")
+    env = dict(os.environ, ZYGOTE_PROBE="here", PYTHONPATH=str(REPO))  # cwd is elsewhere
     proc = start_python(
         ["tests.zygote_probe", "3"],
         cwd=tmp_path,
@@ -74,7 +74,8 @@ def test_poll_sees_an_exit_without_waiting() -> None:
 
 
 def test_run_python_captures_both_streams_as_text_and_the_exit_code(tmp_path: Path) -> None:
-    done = run_python(["tests.zygote_probe", "7"], cwd=tmp_path, timeout=30)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = run_python(["tests.zygote_probe", "7"], cwd=tmp_path, env=env, timeout=30)
     assert done.returncode == 7
     assert json.loads(done.stdout)["cwd"] == str(tmp_path)
     assert done.stderr == "and a line\nfor stderr\n"
@@ -83,3 +84,9 @@ def test_run_python_captures_both_streams_as_text_and_the_exit_code(tmp_path: Pa
 def test_run_python_kills_what_outlives_its_timeout() -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         run_python(["tests.zygote_probe", "wait"], cwd=REPO, timeout=0.5)
+
+
+def test_a_module_is_found_where_a_fresh_python_finds_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = run_python(["tests.zygote_probe", "0"], cwd=tmp_path, env=env, timeout=30)
+    assert done.returncode == 1 and "No module named 'tests'" in done.stderr
