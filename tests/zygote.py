@@ -252,25 +252,25 @@ def run_python(
     proc = start_python(module_args, cwd=cwd, env=env, stdout=pipe, stderr=pipe)
     deadline = time.monotonic() + timeout
     streams = {proc.stdout: [], proc.stderr: []}
-    with selectors.DefaultSelector() as selector:
+    try:
+        with selectors.DefaultSelector() as selector:
+            for stream in streams:
+                selector.register(stream, selectors.EVENT_READ)
+            while selector.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    proc.kill()
+                    proc.wait()
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+                for key, _ in selector.select(left):
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        streams[key.fileobj].append(data)
+                    else:
+                        selector.unregister(key.fileobj)
+    finally:
         for stream in streams:
-            selector.register(stream, selectors.EVENT_READ)
-        while selector.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                proc.kill()
-                proc.wait()
-                for stream in streams:
-                    stream.close()  # type: ignore[union-attr]
-                raise subprocess.TimeoutExpired(proc.args, timeout)
-            for key, _ in selector.select(left):
-                data = os.read(key.fd, 65536)
-                if data:
-                    streams[key.fileobj].append(data)
-                else:
-                    selector.unregister(key.fileobj)
-    for stream in streams:
-        stream.close()  # type: ignore[union-attr]
+            stream.close()  # type: ignore[union-attr]
     code = proc.wait(max(0.0, deadline - time.monotonic()) + 10)
     # As text=True reads them: the locale's encoding, universal newlines.
     out, err = (io.TextIOWrapper(io.BytesIO(b"".join(c))).read() for c in streams.values())
